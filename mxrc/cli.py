@@ -1,0 +1,155 @@
+"""The ``mxrc`` command.
+
+Subcommands register themselves through :data:`SUBCOMMANDS`: each entry is a
+function that adds its subparser and sets ``handler`` (``args -> exit code``).
+Exit codes: 0 success (warnings allowed), 1 the command's check failed,
+2 usage or configuration error (message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TextIO
+
+from mxrc.errors import ConfigError
+from mxrc.rt._cpulist import parse_cpulist
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+SubparsersAction = Any  # argparse._SubParsersAction is private; typed loosely on purpose
+Registrar = Callable[[SubparsersAction], None]
+
+
+def _version() -> str:
+    try:
+        return version("mxrc")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _cpulist_arg(text: str) -> frozenset[int]:
+    try:
+        cpus = parse_cpulist(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not cpus:
+        raise argparse.ArgumentTypeError("expected at least one CPU, e.g. 2 or 2-3")
+    return cpus
+
+
+def _directory_arg(text: str) -> str:
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    return text
+
+
+def _doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from mxrc._doctor import run_doctor
+
+    try:
+        report = run_doctor(
+            rt_cores=args.rt_cores,
+            config_dir=args.config,
+            rt_priority=args.priority,
+            procfs_root=args.procfs_root,
+            sysfs_root=args.sysfs_root,
+            probe=False if args.no_probe else None,
+        )
+    except ConfigError as exc:
+        print(f"mxrc doctor: configuration error: {exc}", file=err)
+        return EXIT_USAGE
+    except ImportError as exc:
+        print(f"mxrc doctor: cannot load the configuration support: {exc}", file=err)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"mxrc doctor: {exc}", file=err)
+        return EXIT_USAGE
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        out.write(report.format_text())
+    return report.exit_code
+
+
+def _register_doctor(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check whether this host is ready to run a real-time loop",
+        description=(
+            "Readiness report for running a real-time loop on this host for the configured RT "
+            "cores: isolation, cgroups, RT throttling, limits, IRQs, kernel, clock. Exit code "
+            "0: ready (warnings allowed), 1: an error finding, 2: usage or configuration error."
+        ),
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--config",
+        metavar="DIR",
+        type=_directory_arg,
+        help="configuration directory (cpu_affinity.json, numa_binding.json, ...)",
+    )
+    p.add_argument(
+        "--rt-cores",
+        metavar="CPUS",
+        type=_cpulist_arg,
+        help="RT cores to check, e.g. 2-3 (overrides the configuration)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="SCHED_FIFO priority to check against RLIMIT_RTPRIO (default: from the config)",
+    )
+    p.add_argument("--no-probe", action="store_true", help="infer, do not probe SCHED_FIFO")
+    p.add_argument("--procfs-root", default="/proc", type=_directory_arg, help=argparse.SUPPRESS)
+    p.add_argument("--sysfs-root", default="/sys", type=_directory_arg, help=argparse.SUPPRESS)
+    p.set_defaults(handler=_doctor)
+
+
+SUBCOMMANDS: list[Registrar] = [_register_doctor]
+"""Functions that add one subcommand each; later subcommands append here."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mxrc`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mxrc",
+        description="Production-ready real-time control loops on Linux.",
+    )
+    parser.add_argument("--version", action="version", version=f"mxrc {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mxrc`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help, --version and usage errors
+        code = exc.code
+        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        result: int = handler(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `mxrc doctor --json | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    return result

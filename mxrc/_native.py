@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+_HOW_TO_BUILD = (
+    "Build and install it with `python3 -m pip install .` from the source tree "
+    "(needs a C++17 compiler, CMake >= 3.18 and pybind11). Importing mxrc from "
+    "inside its source tree hides the installed copy: run from another directory."
+)
+
 try:
     from mxrc import _core
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
-        "mxrc's compiled core (mxrc._core) could not be imported: "
-        f"{exc}. Build and install it with `python3 -m pip install .` from the "
-        "source tree (needs a C++17 compiler, CMake >= 3.18 and pybind11). "
-        "Importing mxrc from inside its source tree hides the installed copy: "
-        "run from another directory."
+        f"mxrc's compiled core (mxrc._core) could not be imported: {exc}. " + _HOW_TO_BUILD
     ) from exc
+
+# In a source tree without a build, mxrc/_core/ (the .pyi stubs) imports as an
+# empty namespace package: refuse it here rather than fail later on a missing name.
+if getattr(_core, "__file__", None) is None:  # pragma: no cover - broken installs only
+    raise ImportError(
+        "mxrc's compiled core (mxrc._core) is missing: found only the stub directory "
+        f"{list(getattr(_core, '__path__', []))}. " + _HOW_TO_BUILD
+    )
 
 __all__ = ["_core"]

@@ -27,3 +27,14 @@ def test_ruff(project_root: Path, args: list[str]) -> None:
 def test_mypy_strict(project_root: Path) -> None:
     result = _run([sys.executable, "-m", "mypy"], project_root)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_clang_format(project_root: Path) -> None:
+    sources = sorted(
+        str(p.relative_to(project_root))
+        for pattern in ("csrc/**/*.cpp", "csrc/**/*.hpp", "docs/examples/**/*.cpp")
+        for p in project_root.glob(pattern)
+    )
+    assert sources, "no C++ sources found"
+    result = _run(["clang-format", "--dry-run", "-Werror", *sources], project_root)
+    assert result.returncode == 0, result.stdout + result.stderr

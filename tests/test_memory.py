@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import mmap
 import resource
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
 import pytest
+from helpers import run_child
 
 from mxrc.rt import _memory as mem
 
@@ -34,20 +31,6 @@ os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
 """
-
-
-def run_child(code: str) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 def _as_int(value: object) -> int:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import mmap
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from helpers import in_thread
 
-from mxrc._native import _core
 from mxrc.rt._cpulist import parse_cpulist
 from mxrc.rt._mempolicy import (
     MemoryPolicy,
@@ -23,31 +20,9 @@ from mxrc.rt._mempolicy import (
     set_memory_policy,
 )
 
-T = TypeVar("T")
-
 ONLINE_NODES = parse_cpulist(Path("/sys/devices/system/node/online").read_text())
 NODE = min(ONLINE_NODES)
 ABSENT_NODE = max(ONLINE_NODES) + 3
-
-
-def in_thread(fn: Callable[[], T]) -> T:
-    """Run fn on a dedicated thread (policies are per thread) and return its result."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            _core.numa.set_mempolicy(_core.numa.MPOL_DEFAULT, [])
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(

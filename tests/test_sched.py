@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from helpers import run_child
 
 from mxrc._native import _core
 from mxrc.errors import UnsupportedError
@@ -41,21 +38,6 @@ os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
 """
-
-
-def run_child(code: str) -> dict[str, object]:
-    """Run Python code in a fresh interpreter; its last stdout line is JSON."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 @contextmanager

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
-import subprocess
-import sys
-import textwrap
-import threading
-from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
 
 import pytest
+from helpers import in_thread, run_child
 
 from mxrc._native import _core
 from mxrc.errors import CpuNotAllowedError, ThreadSetupError, UnsupportedError
@@ -27,43 +21,7 @@ from mxrc.rt._setup import (
     apply_thread_setup,
 )
 
-T = TypeVar("T")
 CPUS = sorted(os.sched_getaffinity(0))
-
-
-def in_thread(fn: Callable[[], T]) -> T:
-    """Run fn on a dedicated thread (the setup acts on the calling thread)."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            _core.numa.set_mempolicy(_core.numa.MPOL_DEFAULT, [])
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
-
-
-def run_child(code: str) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 def _state() -> dict[str, object]:

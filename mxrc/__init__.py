@@ -6,37 +6,74 @@ system layer (:mod:`mxrc.rt`). The compiled core (``mxrc._core``) is private.
 
 from __future__ import annotations
 
-from mxrc import rt
-from mxrc._capabilities import Capabilities, Capability, capabilities
-from mxrc.config import MxrcConfig, effective_cpu_cores, load_config, validate_config
-from mxrc.errors import (
-    ConfigError,
-    CpuNotAllowedError,
-    MxrcError,
-    PrivilegeError,
-    ThreadSetupError,
-    UnsupportedError,
-)
-from mxrc.rt import SchedPolicy, ThreadSetup, apply_thread_setup
+import pkgutil
 
 __version__ = "0.1.0"
 
+# Run from a source checkout after `pip install .` (README's first command),
+# `import mxrc` finds the checkout first (the current directory leads
+# sys.path), and the checkout has no compiled core, only its stubs in
+# mxrc/_core/. Extending __path__ with the installed copy lets `mxrc._core`
+# come from there: a compiled module wins over a stub-only directory.
+# mxrc._native refuses an installed core of another version.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+from mxrc import bus, rt
+from mxrc._capabilities import Capabilities, Capability, capabilities
+from mxrc._include import get_include
+from mxrc.config import MxrcConfig, effective_cpu_cores, load_config, validate_config
+from mxrc.errors import (
+    BodyError,
+    ConfigError,
+    CpuNotAllowedError,
+    MxrcError,
+    NotNativeError,
+    PrivilegeError,
+    SegmentError,
+    SegmentInUseError,
+    ThreadSetupError,
+    UnsupportedError,
+)
+from mxrc.rt import (
+    CycleStats,
+    Executive,
+    NativeBody,
+    PerfMonitor,
+    PerfReport,
+    RtState,
+    SchedPolicy,
+    ThreadSetup,
+    apply_thread_setup,
+)
+
 __all__ = [
+    "BodyError",
     "Capabilities",
     "Capability",
     "ConfigError",
     "CpuNotAllowedError",
+    "CycleStats",
+    "Executive",
     "MxrcConfig",
     "MxrcError",
+    "NativeBody",
+    "NotNativeError",
+    "PerfMonitor",
+    "PerfReport",
     "PrivilegeError",
+    "RtState",
     "SchedPolicy",
+    "SegmentError",
+    "SegmentInUseError",
     "ThreadSetup",
     "ThreadSetupError",
     "UnsupportedError",
     "__version__",
     "apply_thread_setup",
+    "bus",
     "capabilities",
     "effective_cpu_cores",
+    "get_include",
     "load_config",
     "rt",
     "validate_config",

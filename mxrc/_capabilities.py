@@ -166,7 +166,14 @@ def _sched_fifo(
         )
     details["errno"] = errno.errorcode.get(error.errno or 0, str(error.errno))
     if error.errno == errno.EPERM:
-        cause = "; ".join(blockers) if blockers else "cause not found in limits or cgroups"
+        cause = (
+            "; ".join(blockers)
+            if blockers
+            else "no cause found in the limits or cgroup files; with cgroup v2 and a kernel "
+            "built with CONFIG_RT_GROUP_SCHED, SCHED_FIFO is refused in any cgroup where the "
+            "cpu controller is enabled (run the RT process in a cgroup without it: no "
+            "CPUQuota=/CPUWeight= on its unit and its slices)"
+        )
         return Capability("sched_fifo", False, f"probe: EPERM: {cause}", details)
     return Capability("sched_fifo", False, f"probe failed: {error}", details)
 

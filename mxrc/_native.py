@@ -23,4 +23,13 @@ if getattr(_core, "__file__", None) is None:  # pragma: no cover - broken instal
         f"{list(getattr(_core, '__path__', []))}. " + _HOW_TO_BUILD
     )
 
+# An installed core found through mxrc.__path__ (a source checkout run after
+# `pip install .`) must belong to the same release as the Python code.
+_core_version = getattr(_core, "__version__", None)
+if _core_version != __import__("mxrc").__version__:  # pragma: no cover - mixed installs only
+    raise ImportError(
+        f"mxrc's compiled core {getattr(_core, '__file__', '?')} is version {_core_version}, "
+        f"but the Python package is {__import__('mxrc').__version__}. " + _HOW_TO_BUILD
+    )
+
 __all__ = ["_core"]

@@ -133,7 +133,8 @@ def privilege_advice(
         shown = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
         return (
             f"RLIMIT_MEMLOCK is {shown} and the process {have} CAP_IPC_LOCK: {_MEMLOCK_ADVICE}. "
-            "With MCL_ONFAULT (the default) only the pages actually touched count"
+            "MCL_ONFAULT does not help here: the kernel counts the full size of every "
+            "locked mapping (the whole address space for MCL_CURRENT) against the limit"
         )
     if operation == "affinity":
         return (

@@ -116,7 +116,82 @@ def _register_doctor(sub: SubparsersAction) -> None:
     p.set_defaults(handler=_doctor)
 
 
-SUBCOMMANDS: list[Registrar] = [_register_doctor]
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from mxrc._run import RunOptions, run_demo
+
+    try:
+        opts = RunOptions(
+            config_dir=args.config,
+            cycles=args.cycles,
+            period_us=args.period_us,
+            tier=args.tier,
+            json_report=args.json_report,
+            instance=args.instance,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        print(f"mxrc run: {exc}", file=err)
+        return EXIT_USAGE
+    return run_demo(opts, out, err)
+
+
+def _register_run(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the demo control task on a real-time cycle and report its latency",
+        description=(
+            "Run the demo control task (a simulated axis with a PID controller) on an mxrc "
+            "executive configured from DIR, for N cycles, then print the latency report "
+            "(wake-up latency, body-start latency, execution time, deadline misses) with a "
+            "text histogram. Exit code 0: ok, 1: runtime error, 2: usage or configuration "
+            "error, 130: interrupted."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        metavar="DIR",
+        type=_directory_arg,
+        help="configuration directory (default: $MXRC_CONFIG_DIR, else built-in defaults)",
+    )
+    p.add_argument(
+        "--cycles", type=_positive_int, default=5000, metavar="N", help="cycles to run (5000)"
+    )
+    p.add_argument(
+        "--period-us",
+        type=_positive_int,
+        metavar="P",
+        help="cycle period in µs (overrides perf_monitor.json rt.cycle_time_us)",
+    )
+    p.add_argument(
+        "--tier",
+        choices=("python", "native"),
+        default="native",
+        help="run the demo body as native code without the GIL (default) or as Python",
+    )
+    p.add_argument("--json-report", metavar="FILE", help="also write the report as JSON to FILE")
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="instance name of the shared-memory segment /dev/shm/mxrc-NAME "
+        "(default: $MXRC_INSTANCE, else 'default')",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress line (shown only on a terminal)"
+    )
+    p.set_defaults(handler=_run)
+
+
+SUBCOMMANDS: list[Registrar] = [_register_doctor, _register_run]
 """Functions that add one subcommand each; later subcommands append here."""
 
 

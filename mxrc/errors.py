@@ -8,10 +8,14 @@ built-in exception callers already catch (``ValueError``, ``PermissionError``,
 from __future__ import annotations
 
 __all__ = [
+    "BodyError",
     "ConfigError",
     "CpuNotAllowedError",
     "MxrcError",
+    "NotNativeError",
     "PrivilegeError",
+    "SegmentError",
+    "SegmentInUseError",
     "ThreadSetupError",
     "UnsupportedError",
 ]
@@ -114,3 +118,37 @@ class ThreadSetupError(MxrcError, OSError):
         self.syscall = syscall
         self.applied = applied
         self.skipped = skipped
+
+
+class SegmentError(MxrcError, OSError):
+    """A shared-memory segment is missing, foreign, of another layout version, or unusable.
+
+    The message names the segment (``/dev/shm/mxrc-<instance>``), what was
+    expected and what was found.
+    """
+
+
+class SegmentInUseError(SegmentError):
+    """Another live process owns the instance's segment (it holds the segment's flock)."""
+
+
+class BodyError(MxrcError, RuntimeError):
+    """A cycle body failed and the error policy stopped the executive.
+
+    ``__cause__`` is the body's own exception (Python tier); ``cycle`` is the
+    cycle it failed in and ``code`` the error return of a native body.
+    """
+
+    def __init__(self, message: str, *, cycle: int, code: int | None = None) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+        self.code = code
+
+
+class NotNativeError(MxrcError, TypeError):
+    """A body looks native (a C function pointer) but calls back into Python.
+
+    A ctypes ``CFUNCTYPE`` or cffi ``ffi.callback`` made from a Python function
+    takes the GIL (and a fresh thread state) on every call: pass the Python
+    function itself as a Python-tier body instead.
+    """

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from mxrc._native import _core
 
-__all__ = ["in_thread", "run_child"]
+__all__ = ["in_thread", "run_child", "run_python"]
 
 T = TypeVar("T")
 
@@ -44,17 +44,24 @@ def in_thread(fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-def run_child(code: str) -> dict[str, object]:
-    """Run Python code in a fresh interpreter (outside the source tree); its last
-    stdout line is JSON, returned as a dict."""
-    proc = subprocess.run(
+def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run Python code (dedented) in a fresh interpreter outside the source tree."""
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         cwd="/",
         check=False,
     )
+
+
+def run_child(code: str, *, with_stderr: bool = False) -> dict[str, object]:
+    """Run Python code in a fresh interpreter; its last stdout line is JSON, returned
+    as a dict (plus the child's stderr under "stderr" when asked)."""
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if with_stderr:
+        result["stderr"] = proc.stderr
     return result

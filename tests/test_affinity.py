@@ -203,4 +203,11 @@ def test_cpp_cpulist_helpers_match_python() -> None:
         _core.sched.parse_cpulist("3-1")
     online = Path("/sys/devices/system/cpu/online").read_text()
     assert frozenset(_core.sched.online_cpus()) == parse_cpulist(online)
+    # A corrupt list must not make either parser build billions of CPUs.
+    for corrupt in ["0-4000000000", "8192", "99999999999999999999", "1-3:x"]:
+        with pytest.raises(ValueError, match="bad CPU list entry"):
+            parse_cpulist(corrupt)
+        with pytest.raises(ValueError, match="bad CPU list entry"):
+            _core.sched.parse_cpulist(corrupt)
+    assert max(parse_cpulist("8191")) == max(_core.sched.parse_cpulist("8191")) == 8191
     assert _core.sched.current_tid() == threading.get_native_id()

@@ -208,3 +208,40 @@ def test_real_root_may_use_sched_fifo(real: DoctorReport) -> None:
     assert d["capabilities"]["sched_fifo"]["available"] is True
     assert "sched_fifo" in checks(real, "ok")
     assert "rtprio" in checks(real, "ok")
+
+
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "sys/devices/system/cpu/online",
+        "sys/devices/system/cpu/isolated",
+        "sys/devices/system/node/node1/cpulist",
+        "proc/irq/24/smp_affinity_list",
+        "proc/cmdline",
+        "proc/self/status",
+    ],
+)
+def test_corrupt_cpu_lists_do_not_crash(data_dir: Path, tmp_path: Path, relpath: str) -> None:
+    """A corrupt file (here a CPU number of 20 digits) degrades a finding, never the report."""
+    import shutil
+
+    base = tmp_path / "host"
+    shutil.copytree(data_dir / "hosts" / "numa2_isolated", base)
+    target = base / relpath
+    if relpath == "proc/cmdline":
+        target.write_text("isolcpus=domain,0-99999999999999999999 nohz_full=99999999999999999999\n")
+    elif relpath == "proc/self/status":
+        target.write_text("Cpus_allowed_list:\t0-99999999999999999999\n")
+    else:
+        target.write_text("0-99999999999999999999\n")
+    rep = run_doctor(
+        procfs_root=str(base / "proc"),
+        sysfs_root=str(base / "sys"),
+        rt_cores=[3],
+        clock_status=clock_ok,
+        environ={},
+    )
+    d = rep.to_dict()
+    json.dumps(d)
+    assert d["findings"]
+    assert d["cpus_allowed"] is None or all(c < 8192 for c in d["cpus_allowed"])

@@ -121,3 +121,10 @@ def test_migrate_pages_within_the_node() -> None:
     assert migrate_pages({NODE}, {NODE}) >= 0
     with pytest.raises(ValueError, match="at least one source and one target"):
         migrate_pages(set(), {NODE})
+
+
+def test_core_names_an_unknown_policy_number() -> None:
+    from mxrc._native import _core
+
+    with pytest.raises(ValueError, match="unknown memory policy 99"):
+        _core.numa.set_mempolicy(99, [0])

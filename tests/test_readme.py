@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -44,3 +47,34 @@ def test_versions_agree(project_root: Path) -> None:
     )
     assert pyproject and cmake
     assert pyproject.group(1) == cmake.group(1) == mxrc.__version__ == _core.__version__
+
+
+def test_run_command_works_from_the_checkout(project_root: Path, tmp_path: Path) -> None:
+    """The README's first command, run in the checkout right after `pip install .`.
+
+    There the checkout's own mxrc/ (no compiled core) leads sys.path; the
+    installed core must still be found, not the stub-only mxrc/_core/. The
+    report goes to tmp_path instead of the checkout.
+    """
+    run, _ = _readme_commands(project_root)
+    after_install = run.split("&&", 1)[1].split()
+    assert after_install[:4] == ["python3", "-m", "mxrc", "run"], run
+    args = after_install[1:]
+    report = tmp_path / "r.json"
+    args[args.index("--json-report") + 1] = str(report)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    data = json.loads(report.read_text())
+    cycles = int(args[args.index("--cycles") + 1])
+    assert data["cycle_count"] == cycles
+    for key in ("wake_latency_us", "body_start_latency_us", "exec_time_us"):
+        assert set(data[key]) >= {"min", "avg", "p50", "p99", "p999", "max"}
+    assert 0.0 <= data["deadline_miss_rate"] <= 1.0

@@ -136,6 +136,19 @@ def test_core_validates_everything_before_applying() -> None:
     assert after["mempolicy"] == (MemoryPolicy.DEFAULT, frozenset())  # nothing applied
 
 
+def test_core_names_sched_setattr_for_a_refused_deadline() -> None:
+    # runtime > deadline: refused before anything is applied, and the call
+    # named is the one SCHED_DEADLINE goes through.
+    result = in_thread(
+        lambda: _core.sched.apply_thread_setup(
+            policy=_core.sched.SCHED_DEADLINE,
+            deadline_runtime_ns=2_000_000,
+            deadline_deadline_ns=1_000_000,
+        )
+    )
+    assert result == ("scheduler", "sched_setattr", errno.EINVAL)
+
+
 def test_core_refuses_a_stack_prefault_larger_than_the_stack_before_applying() -> None:
     def body() -> tuple[tuple[str, str, int], dict[str, object]]:
         result = _core.sched.apply_thread_setup(

@@ -7,4 +7,7 @@ namespace mxrc::bindings {
 void register_sched(pybind11::module_& m);
 void register_numa(pybind11::module_& m);
 void register_clock(pybind11::module_& m);
+void register_bus(pybind11::module_& m);
+void register_cycle(pybind11::module_& m);
+void register_demo(pybind11::module_& m);
 }  // namespace mxrc::bindings

@@ -153,8 +153,12 @@ void register_sched(py::module_& m) {
           py::gil_scoped_release release;
           status = apply_thread_setup(s);
         }
-        return std::make_tuple(std::string(setup_step_name(status.failed_step)),
-                               std::string(setup_step_syscall(status.failed_step)), status.error);
+        std::string syscall = setup_step_syscall(status.failed_step);
+        if (status.failed_step == SetupStep::Scheduler && s.policy == SchedPolicy::Deadline) {
+          syscall = "sched_setattr";  // SCHED_DEADLINE does not go through sched_setscheduler
+        }
+        return std::make_tuple(std::string(setup_step_name(status.failed_step)), syscall,
+                               status.error);
       },
       py::kw_only(), py::arg("memory_policy") = py::none(),
       py::arg("memory_nodes") = std::vector<int>{}, py::arg("lock_memory") = false,

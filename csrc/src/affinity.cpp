@@ -59,13 +59,18 @@ std::vector<pid_t> list_threads(pid_t pid) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) throw SystemError(errno, "opendir", "cannot list the threads in " + dir);
   std::vector<pid_t> tids;
-  errno = 0;
-  while (const dirent* entry = ::readdir(d)) {
+  int err = 0;
+  for (;;) {
+    errno = 0;  // readdir signals an error only through errno (strtol may set it too)
+    const dirent* entry = ::readdir(d);
+    if (entry == nullptr) {
+      err = errno;
+      break;
+    }
     char* end = nullptr;
     const long tid = std::strtol(entry->d_name, &end, 10);
     if (end != entry->d_name && *end == '\0' && tid > 0) tids.push_back(static_cast<pid_t>(tid));
   }
-  const int err = errno;
   ::closedir(d);
   if (err != 0) throw SystemError(err, "readdir", "cannot list the threads in " + dir);
   return tids;

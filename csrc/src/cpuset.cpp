@@ -70,9 +70,10 @@ int parse_number(const std::string& part, const std::string& whole) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != part.size() || part.empty() || value < 0) {
+  if (used != part.size() || part.empty() || value < 0 || value >= CpuMask::kMaxCpus) {
     throw std::invalid_argument("bad CPU list entry '" + part + "' in '" + whole +
-                                "' (expected N, N-M or N-M:stride with N <= M)");
+                                "' (expected N, N-M or N-M:stride with 0 <= N <= M < " +
+                                std::to_string(CpuMask::kMaxCpus) + ")");
   }
   return value;
 }
@@ -106,7 +107,8 @@ CpuSet parse_cpulist(const std::string& text) {
     const int stride = colon == std::string::npos ? 1 : parse_number(part.substr(colon + 1), whole);
     if (lo > hi || stride < 1) {
       throw std::invalid_argument("bad CPU list entry '" + part + "' in '" + whole +
-                                  "' (expected N, N-M or N-M:stride with N <= M)");
+                                  "' (expected N, N-M or N-M:stride with 0 <= N <= M < " +
+                                  std::to_string(CpuMask::kMaxCpus) + ")");
     }
     for (int cpu = lo; cpu <= hi; cpu += stride) out.push_back(cpu);
   }
@@ -130,6 +132,7 @@ std::string format_cpulist(const CpuSet& cpus_in) {
 
 CpuSet online_cpus() {
   const char* path = "/sys/devices/system/cpu/online";
+  errno = 0;  // ifstream need not set it: do not report a stale value
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line)) {

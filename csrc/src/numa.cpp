@@ -72,6 +72,12 @@ int allowed_mask(NodeMask* out) noexcept {
 // Throws std::invalid_argument for a node outside the allowed nodes or a
 // node count that does not suit the policy.
 NodeMask checked_nodes(MemPolicy policy, const NodeSet& nodes) {
+  const int raw = static_cast<int>(policy);
+  if (raw < static_cast<int>(MemPolicy::Default) ||
+      raw > static_cast<int>(MemPolicy::WeightedInterleave)) {
+    throw std::invalid_argument("unknown memory policy " + std::to_string(raw) +
+                                " (expected MPOL_DEFAULT 0 .. MPOL_WEIGHTED_INTERLEAVE 6)");
+  }
   const NodeMask mask = NodeMask::from_set(nodes);
   if (check_count(policy, mask.count()) != 0) {
     std::string need = policy == MemPolicy::Preferred ? "exactly one node"

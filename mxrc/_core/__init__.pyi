@@ -1,6 +1,9 @@
 """mxrc._core: the compiled core (private; use the mxrc package)."""
 
+from . import bus as bus
 from . import clock as clock
+from . import cycle as cycle
+from . import demo as demo
 from . import numa as numa
 from . import sched as sched
 

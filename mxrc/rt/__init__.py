@@ -20,6 +20,7 @@ from mxrc.rt._affinity import (
     start_cpus,
     validate_cpus,
 )
+from mxrc.rt._bodies import BuiltinBody, NativeBody
 from mxrc.rt._cgroup import (
     CgroupVersion,
     CpusetInfo,
@@ -30,6 +31,7 @@ from mxrc.rt._cgroup import (
     rt_group_runtime,
 )
 from mxrc.rt._cpulist import format_cpulist, parse_cpulist
+from mxrc.rt._executive import ErrorPolicy, Executive, OverrunPolicy
 from mxrc.rt._isolation import (
     Finding,
     IsolationReport,
@@ -58,6 +60,7 @@ from mxrc.rt._mempolicy import (
     migrate_pages,
     set_memory_policy,
 )
+from mxrc.rt._perf import CycleStats, LatencyHistogram, PerfMonitor, PerfReport, read_stats
 from mxrc.rt._residency import (
     DEFAULT_REMOTE_WARNING_RATIO,
     PageResidency,
@@ -75,23 +78,34 @@ from mxrc.rt._sched import (
     set_scheduler,
 )
 from mxrc.rt._setup import SETUP_STEPS, SetupReport, ThreadSetup, apply_thread_setup
+from mxrc.rt._state import RtState
 from mxrc.rt._topology import NumaNode, NumaTopology, numa_topology, online_cpus, smt_siblings
 
 __all__ = [
     "DEFAULT_REMOTE_WARNING_RATIO",
     "SETUP_STEPS",
+    "BuiltinBody",
     "CgroupVersion",
     "CpusetInfo",
+    "CycleStats",
+    "ErrorPolicy",
+    "Executive",
     "Finding",
     "IsolationReport",
     "KernelInfo",
+    "LatencyHistogram",
     "MemoryPolicy",
+    "NativeBody",
     "NumaNode",
     "NumaTopology",
+    "OverrunPolicy",
     "PageResidency",
+    "PerfMonitor",
+    "PerfReport",
     "ResidencySample",
     "ResourceLimits",
     "RtGroupRuntime",
+    "RtState",
     "SchedParams",
     "SchedPolicy",
     "SetupReport",
@@ -125,6 +139,7 @@ __all__ = [
     "prefault",
     "prefault_stack",
     "priority_range",
+    "read_stats",
     "resource_limits",
     "restore_affinity",
     "rt_group_runtime",

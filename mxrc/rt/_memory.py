@@ -3,8 +3,12 @@
 A cycle thread must not page-fault: lock the process's memory
 (``mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)``), then prefault the stack
 depth and the buffers the cycle touches. ``MCL_ONFAULT`` locks pages when they
-are first touched, so each new thread's 8 MiB stack does not count against
-``RLIMIT_MEMLOCK`` all at once.
+are first touched instead of faulting every mapping in (a new thread's 8 MiB
+stack is not populated at once). It does not change the accounting: the
+kernel counts the full size of every locked mapping against
+``RLIMIT_MEMLOCK``, so ``MCL_CURRENT`` needs the whole address space (tens of
+MiB for Python) below the limit, and without ``CAP_IPC_LOCK`` the limit must
+be ``unlimited``.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ namespace mxrc {
 std::size_t page_size() noexcept;
 
 // mlockall(MCL_CURRENT | MCL_FUTURE [| MCL_ONFAULT]). With on_fault (the
-// default) pages are locked when first touched instead of all at once, so
-// every new thread's stack does not count fully against RLIMIT_MEMLOCK;
-// prefault what the cycle touches. Throws SystemError (mlockall): EPERM/ENOMEM
+// default) pages are locked when first touched instead of being faulted in
+// all at once (a new thread's whole stack is not populated); prefault what the
+// cycle touches. The kernel still counts the full size of every locked
+// mapping against RLIMIT_MEMLOCK (MCL_CURRENT: the whole address space), so
+// without CAP_IPC_LOCK the limit must be unlimited. Throws SystemError (mlockall): EPERM/ENOMEM
 // when RLIMIT_MEMLOCK is too small and CAP_IPC_LOCK is missing.
 void lock_memory(bool on_fault = true);
 [[nodiscard]] int try_lock_memory(bool on_fault = true) noexcept;

@@ -1,0 +1,545 @@
+// mxrc._core.cycle: the Executive (cycle loop) and its body tiers.
+//
+// Tier 2 (native): a function address called on the cycle thread without the
+// GIL. Tier 3 (Python): the cycle thread keeps ONE PyThreadState for its
+// whole life (PyGILState_Ensure at thread start, PyEval_SaveThread, then
+// PyEval_RestoreThread / PyEval_SaveThread around each call) and measures how
+// long it waited for the GIL. Every wait of a Python thread on the executive
+// (start, wait, join) releases the GIL and checks for signals at least every
+// 50 ms, so Ctrl-C works and a Python body never deadlocks against its caller.
+#include "mxrc/cycle.hpp"
+
+#include <dlfcn.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "register.hpp"
+#include "stats_slot.hpp"
+
+namespace py = pybind11;
+
+namespace mxrc::bindings {
+
+namespace {
+
+inline std::int64_t mono_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+inline bool interpreter_finalizing() noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
+
+constexpr std::int64_t kSignalCheckNs = 20'000'000;  // <= 50 ms between PyErr_CheckSignals
+
+// What a Python body sees as its argument: one object per executive, updated
+// (copied, no allocation) before each call.
+struct CycleContext {
+  mxrc_cycle_ctx ctx{};
+  Executive* executive = nullptr;  // cleared when the executive goes away
+};
+
+// State shared by the Python-tier actions, hooks and thread hooks of one
+// executive.
+struct PyTier {
+  PyThreadState* tstate = nullptr;
+  PyGILState_STATE gstate{};
+  bool have_tstate = false;
+  PyObject* ctx_obj = nullptr;      // borrowed from PyExecutive::Guts::ctx_obj
+  CycleContext* ctx = nullptr;      // the C++ side of ctx_obj
+  PyObject* first_error = nullptr;  // owned; the first exception a body raised
+  std::int64_t first_error_cycle = -1;
+  PyObject* hook_error = nullptr;  // owned; the exception of a failed init hook
+};
+
+struct PyAction {
+  PyTier* tier;
+  PyObject* fn;  // owned by PyExecutive::Guts::keep
+};
+
+// The raised exception (a new reference, normalized, with its traceback
+// attached); clears the error indicator. Needs the GIL.
+PyObject* take_exception() noexcept {
+#if PY_VERSION_HEX >= 0x030C0000
+  return PyErr_GetRaisedException();
+#else
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (value != nullptr && tb != nullptr) PyException_SetTraceback(value, tb);
+  Py_XDECREF(type);
+  Py_XDECREF(tb);
+  return value;
+#endif
+}
+
+// Called on the cycle thread without the GIL.
+int invoke_python(void* target, const mxrc_cycle_ctx* ctx, Invocation* inv) noexcept {
+  auto* a = static_cast<PyAction*>(target);
+  PyTier* t = a->tier;
+  if (!t->have_tstate || interpreter_finalizing()) return -2;  // never touch a dying interpreter
+  const std::int64_t before = mono_ns();
+  PyEval_RestoreThread(t->tstate);
+  const std::int64_t start = mono_ns();
+  inv->body_start_ns = start;
+  inv->gil_wait_ns = start - before;
+  t->ctx->ctx = *ctx;
+  PyObject* result = PyObject_CallOneArg(a->fn, t->ctx_obj);
+  int rc = 0;
+  if (result == nullptr) {
+    rc = -1;
+    if (t->first_error == nullptr) {
+      t->first_error = take_exception();  // keeps the reference
+      t->first_error_cycle = static_cast<std::int64_t>(ctx->cycle);
+    } else {
+      PyErr_Clear();
+    }
+  } else {
+    Py_DECREF(result);
+  }
+  t->tstate = PyEval_SaveThread();
+  return rc;
+}
+
+struct SetupArgs {
+  std::optional<int> memory_policy;
+  std::vector<int> memory_nodes;
+  bool lock_memory = false;
+  bool lock_on_fault = true;
+  std::size_t prefault_stack_bytes = 0;
+  std::vector<int> cpus;
+  std::optional<int> policy;
+  int priority = 0;
+  std::uint64_t deadline_runtime_ns = 0, deadline_deadline_ns = 0, deadline_period_ns = 0;
+  std::optional<unsigned long> timer_slack_ns;
+};
+
+class PyExecutive {
+ public:
+  PyExecutive(py::object stats_slot, const std::string& name, std::int64_t period_ns,
+              std::int64_t deadline_ns, int overrun, int on_error, const std::string& thread_name,
+              bool allow_sched_fallback, const SetupArgs& a)
+      : stats_slot_(std::move(stats_slot)) {
+    auto& slot = stats_slot_.cast<StatsSlot&>();
+    if (slot.block == nullptr) throw std::invalid_argument("stats slot without a block");
+    ExecutiveConfig cfg;
+    cfg.name = name;
+    cfg.period_ns = period_ns;
+    cfg.deadline_ns = deadline_ns;
+    if (overrun < 0 || overrun > 1) throw std::invalid_argument("overrun: 0 skip, 1 run_late");
+    if (on_error < 0 || on_error > 2) throw std::invalid_argument("on_error: 0..2");
+    cfg.overrun = static_cast<OverrunPolicy>(overrun);
+    cfg.on_error = static_cast<ErrorPolicy>(on_error);
+    cfg.thread_name = thread_name;
+    cfg.allow_sched_fallback = allow_sched_fallback;
+    ThreadSetup& s = cfg.setup;
+    if (a.memory_policy) s.memory_policy = static_cast<MemPolicy>(*a.memory_policy);
+    s.memory_nodes = a.memory_nodes;
+    s.lock_memory = a.lock_memory;
+    s.lock_on_fault = a.lock_on_fault;
+    s.prefault_stack_bytes = a.prefault_stack_bytes;
+    s.cpus = a.cpus;
+    if (a.policy) s.policy = static_cast<SchedPolicy>(*a.policy);
+    s.priority = a.priority;
+    s.deadline_runtime_ns = a.deadline_runtime_ns;
+    s.deadline_deadline_ns = a.deadline_deadline_ns;
+    s.deadline_period_ns = a.deadline_period_ns;
+    s.timer_slack_ns = a.timer_slack_ns;
+    exec_ = std::make_unique<Executive>(std::move(cfg), slot.block);
+
+    auto ctx = std::make_unique<CycleContext>();
+    ctx->executive = exec_.get();
+    guts_->ctx_obj = py::cast(std::move(ctx));
+    guts_->tier.ctx = &guts_->ctx_obj.cast<CycleContext&>();
+    guts_->tier.ctx_obj = guts_->ctx_obj.ptr();
+  }
+
+  ~PyExecutive() {
+    if (exec_) {
+      exec_->request_stop();
+      if (exec_->started() && !exec_->finished() &&
+          exec_->tid() == static_cast<std::int32_t>(::syscall(SYS_gettid))) {
+        // The last reference died inside a body on the cycle thread (a
+        // garbage collection there): the thread cannot join itself and still
+        // runs on this state. Leak both; the thread stops after this cycle.
+        (void)exec_.release();
+        (void)guts_.release();
+        (void)stats_slot_.release();  // the stats block stays too
+        return;
+      }
+      // Safe: joining touches no Python object; the cycle thread may need the
+      // GIL to finish its body and drop its thread state.
+      py::gil_scoped_release release;
+      (void)exec_->join(-1);
+    }
+    guts_->tier.ctx->executive = nullptr;
+    Py_CLEAR(guts_->tier.first_error);
+    Py_CLEAR(guts_->tier.hook_error);
+  }
+
+  void add_python_action(py::object fn, std::uint32_t every, std::uint32_t offset) {
+    check_callable(fn);
+    guts_->keep.push_back(fn);
+    guts_->actions.push_back(std::make_unique<PyAction>(PyAction{&guts_->tier, fn.ptr()}));
+    Action act;
+    act.fn = &invoke_python;
+    act.target = guts_->actions.back().get();
+    act.every = every;
+    act.offset = offset;
+    exec_->add_action(act);
+    needs_python_ = true;
+  }
+
+  void set_safe_mode_python(py::object fn) {
+    check_callable(fn);
+    guts_->keep.push_back(fn);
+    guts_->actions.push_back(std::make_unique<PyAction>(PyAction{&guts_->tier, fn.ptr()}));
+    Action act;
+    act.fn = &invoke_python;
+    act.target = guts_->actions.back().get();
+    exec_->set_safe_mode_action(act);
+    needs_python_ = true;
+  }
+
+  void add_native_action(std::uintptr_t address, std::uintptr_t user, std::uint32_t every,
+                         std::uint32_t offset) {
+    if (address == 0) throw std::invalid_argument("native body address is 0");
+    exec_->add_action(native_action(reinterpret_cast<mxrc_body_fn>(address),
+                                    reinterpret_cast<void*>(user), every, offset));
+  }
+
+  void set_safe_mode_native(std::uintptr_t address, std::uintptr_t user) {
+    if (address == 0) throw std::invalid_argument("native body address is 0");
+    exec_->set_safe_mode_action(
+        native_action(reinterpret_cast<mxrc_body_fn>(address), reinterpret_cast<void*>(user)));
+  }
+
+  // Tier-1 bodies built into the core (C++ callables): used by the tests and
+  // the benchmarks. kind: "noop"; "sleep_ns" (nanosleep arg ns: a slow body
+  // that does not burn the CPU); "fail_at" (returns 7 on cycle arg);
+  // "fail_every" (returns 7 on every cycle that is a multiple of arg).
+  void add_builtin_action(const std::string& kind, std::int64_t arg, std::uint32_t every,
+                          std::uint32_t offset) {
+    CycleFunction fn;
+    if (kind == "noop") {
+      fn = [](const mxrc_cycle_ctx&) { return 0; };
+    } else if (kind == "sleep_ns") {
+      if (arg < 0) throw std::invalid_argument("sleep_ns: arg must be >= 0");
+      fn = [arg](const mxrc_cycle_ctx&) {
+        timespec ts{static_cast<time_t>(arg / 1'000'000'000),
+                    static_cast<long>(arg % 1'000'000'000)};
+        while (::clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
+        }
+        return 0;
+      };
+    } else if (kind == "fail_at") {
+      fn = [arg](const mxrc_cycle_ctx& c) {
+        return static_cast<std::int64_t>(c.cycle) == arg ? 7 : 0;
+      };
+    } else if (kind == "fail_every") {
+      if (arg <= 0) throw std::invalid_argument("fail_every: arg must be > 0");
+      fn = [arg](const mxrc_cycle_ctx& c) {
+        return static_cast<std::int64_t>(c.cycle) % arg == 0 ? 7 : 0;
+      };
+    } else {
+      throw std::invalid_argument("unknown builtin body: " + kind);
+    }
+    exec_->add_function(std::move(fn), every, offset);
+  }
+
+  void add_init_hook(py::object fn) {
+    check_callable(fn);
+    guts_->keep.push_back(fn);
+    PyObject* f = fn.ptr();
+    PyTier* t = &guts_->tier;
+    // Runs on the cycle thread before the first cycle, with the thread's own
+    // thread state.
+    exec_->add_init_hook([t, f]() -> int {
+      if (!t->have_tstate || interpreter_finalizing()) return -2;
+      PyEval_RestoreThread(t->tstate);
+      PyObject* r = PyObject_CallNoArgs(f);
+      int rc = 0;
+      if (r == nullptr) {
+        rc = -1;
+        Py_XSETREF(t->hook_error, take_exception());
+      } else {
+        Py_DECREF(r);
+      }
+      t->tstate = PyEval_SaveThread();
+      return rc;
+    });
+    needs_python_ = true;
+  }
+
+  // (step, syscall, errno, sched_fallback, hook_index); raises the init hook's
+  // exception.
+  py::tuple start() {
+    if (needs_python_) {
+      PyTier* t = &guts_->tier;
+      ThreadHooks hooks;
+      hooks.thread_start = [t] {
+        if (interpreter_finalizing()) return;
+        // The one thread state of this cycle thread, for its whole life.
+        t->gstate = PyGILState_Ensure();
+        t->tstate = PyEval_SaveThread();
+        t->have_tstate = true;
+      };
+      hooks.thread_exit = [t] {
+        if (!t->have_tstate) return;
+        t->have_tstate = false;
+        if (interpreter_finalizing()) return;  // leak it rather than touch a dying interpreter
+        PyEval_RestoreThread(t->tstate);
+        PyGILState_Release(t->gstate);
+      };
+      exec_->set_thread_hooks(std::move(hooks));
+    }
+    StartStatus st;
+    {
+      // Safe: start() touches no Python object; the cycle thread takes the
+      // GIL for its thread state and init hooks while we wait.
+      py::gil_scoped_release release;
+      st = exec_->start();
+    }
+    std::string step, syscall;
+    switch (st.step) {
+      case StartStep::Ok:
+        break;
+      case StartStep::Setup:
+        step = setup_step_name(st.setup.failed_step);
+        syscall = setup_step_syscall(st.setup.failed_step);
+        if (st.setup.failed_step == SetupStep::Scheduler &&
+            exec_->config().setup.policy == SchedPolicy::Deadline) {
+          syscall = "sched_setattr";
+        }
+        break;
+      case StartStep::Hook:
+        step = "init_hook";
+        if (guts_->tier.hook_error != nullptr) {
+          PyObject* e = guts_->tier.hook_error;
+          guts_->tier.hook_error = nullptr;
+          PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(e)), e);
+          Py_DECREF(e);
+          throw py::error_already_set();
+        }
+        break;
+      case StartStep::Thread:
+        step = "thread";
+        syscall = "pthread_create";
+        break;
+    }
+    int err = st.step == StartStep::Setup ? st.setup.error : st.error;
+    return py::make_tuple(step, syscall, err, st.sched_fallback, st.hook_index);
+  }
+
+  // Waits (GIL released, signals checked every 20 ms) until the thread ended
+  // or, with cycles, until that many iterations ran. Returns True when the
+  // condition was met, False on timeout. A pending signal's exception
+  // (KeyboardInterrupt) propagates.
+  bool wait(std::optional<std::uint64_t> cycles, std::optional<double> timeout_s) {
+    const std::int64_t t0 = mono_ns();
+    const std::int64_t limit =
+        timeout_s ? t0 + static_cast<std::int64_t>(*timeout_s * 1e9) : INT64_MAX;
+    for (;;) {
+      if (done(cycles)) return true;
+      const std::int64_t now = mono_ns();
+      if (now >= limit) return false;
+      const std::int64_t chunk_end = std::min(limit, now + kSignalCheckNs);
+      {
+        // Safe: polling atomics of the executive only.
+        py::gil_scoped_release release;
+        if (cycles) {
+          while (!done(cycles) && mono_ns() < chunk_end) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+        } else {
+          (void)exec_->join(std::max<std::int64_t>(0, chunk_end - mono_ns()));
+        }
+      }
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+
+  bool join(std::optional<double> timeout_s) {
+    exec_->request_stop();
+    return wait(std::nullopt, timeout_s);
+  }
+
+  bool done(const std::optional<std::uint64_t>& cycles) const noexcept {
+    if (exec_->finished()) return true;
+    return cycles && exec_->iterations() >= *cycles;
+  }
+
+  py::object first_error() const {
+    if (guts_->tier.first_error == nullptr) return py::none();
+    return py::reinterpret_borrow<py::object>(guts_->tier.first_error);
+  }
+  std::int64_t first_error_cycle() const { return exec_->first_error_cycle(); }
+
+  Executive& core() { return *exec_; }
+  const py::object& stats_slot() const { return stats_slot_; }
+
+ private:
+  static void check_callable(const py::object& fn) {
+    if (!PyCallable_Check(fn.ptr())) throw py::type_error("body must be callable");
+  }
+
+  py::object stats_slot_;
+  // Everything the cycle thread touches lives in `guts_`, so that it can be
+  // leaked together with the executive when the last reference dies on the
+  // cycle thread itself (see the destructor).
+  struct Guts {
+    py::object ctx_obj;
+    PyTier tier;
+    std::vector<std::unique_ptr<PyAction>> actions;
+    std::vector<py::object> keep;
+  };
+  std::unique_ptr<Guts> guts_ = std::make_unique<Guts>();
+  std::unique_ptr<Executive> exec_;  // destroyed (joined) before guts_
+  bool needs_python_ = false;
+};
+
+}  // namespace
+
+void register_cycle(py::module_& m) {
+  m.attr("ABI_VERSION") = MXRC_ABI_VERSION;
+  m.attr("API_SIZE") = sizeof(mxrc_api);
+  m.attr("CTX_SIZE") = sizeof(mxrc_cycle_ctx);
+
+  m.def(
+      "dladdr",
+      [](std::uintptr_t address) -> py::object {
+        Dl_info info{};
+        if (address == 0 || ::dladdr(reinterpret_cast<void*>(address), &info) == 0 ||
+            info.dli_fname == nullptr) {
+          return py::none();
+        }
+        return py::make_tuple(std::string(info.dli_fname),
+                              info.dli_sname ? py::object(py::str(info.dli_sname)) : py::none());
+      },
+      py::arg("address"),
+      "(shared object path, symbol name or None) holding address, or None when "
+      "no loaded "
+      "object contains it (e.g. a libffi closure made from a Python "
+      "function).");
+
+  py::class_<CycleContext>(m, "CycleContext", "The argument of a Python cycle body.")
+      .def_property_readonly("cycle", [](const CycleContext& c) { return c.ctx.cycle; })
+      .def_property_readonly("slot", [](const CycleContext& c) { return c.ctx.slot; })
+      .def_property_readonly("every", [](const CycleContext& c) { return c.ctx.every; })
+      .def_property_readonly("release_ns", [](const CycleContext& c) { return c.ctx.release_ns; })
+      .def_property_readonly("wake_ns", [](const CycleContext& c) { return c.ctx.wake_ns; })
+      .def_property_readonly("deadline_ns", [](const CycleContext& c) { return c.ctx.deadline_ns; })
+      .def_property_readonly("period_ns", [](const CycleContext& c) { return c.ctx.period_ns; })
+      .def_property_readonly("state",
+                             [](const CycleContext& c) {
+                               return c.executive ? static_cast<int>(c.executive->state()) : -1;
+                             })
+      .def("now_ns", [](const CycleContext&) { return mono_ns(); })
+      .def("request_stop",
+           [](const CycleContext& c) {
+             if (c.executive) c.executive->request_stop();
+           })
+      .def("request_safe_mode", [](const CycleContext& c) {
+        if (c.executive) c.executive->enter_safe_mode();
+      });
+
+  py::class_<PyExecutive>(m, "Executive")
+      .def(py::init([](py::object stats, const std::string& name, std::int64_t period_ns,
+                       std::int64_t deadline_ns, int overrun, int on_error,
+                       const std::string& thread_name, bool allow_sched_fallback,
+                       std::optional<int> memory_policy, std::vector<int> memory_nodes,
+                       bool lock_memory, bool lock_on_fault, std::size_t prefault_stack_bytes,
+                       std::vector<int> cpus, std::optional<int> policy, int priority,
+                       std::uint64_t deadline_runtime_ns, std::uint64_t deadline_deadline_ns,
+                       std::uint64_t deadline_period_ns,
+                       std::optional<unsigned long> timer_slack_ns) {
+             SetupArgs a;
+             a.memory_policy = memory_policy;
+             a.memory_nodes = std::move(memory_nodes);
+             a.lock_memory = lock_memory;
+             a.lock_on_fault = lock_on_fault;
+             a.prefault_stack_bytes = prefault_stack_bytes;
+             a.cpus = std::move(cpus);
+             a.policy = policy;
+             a.priority = priority;
+             a.deadline_runtime_ns = deadline_runtime_ns;
+             a.deadline_deadline_ns = deadline_deadline_ns;
+             a.deadline_period_ns = deadline_period_ns;
+             a.timer_slack_ns = timer_slack_ns;
+             return std::make_unique<PyExecutive>(std::move(stats), name, period_ns, deadline_ns,
+                                                  overrun, on_error, thread_name,
+                                                  allow_sched_fallback, a);
+           }),
+           py::arg("stats"), py::kw_only(), py::arg("name") = "main",
+           py::arg("period_ns") = 1'000'000, py::arg("deadline_ns") = 0, py::arg("overrun") = 0,
+           py::arg("on_error") = 0, py::arg("thread_name") = "",
+           py::arg("allow_sched_fallback") = false, py::arg("memory_policy") = py::none(),
+           py::arg("memory_nodes") = std::vector<int>{}, py::arg("lock_memory") = false,
+           py::arg("lock_on_fault") = true, py::arg("prefault_stack_bytes") = 0,
+           py::arg("cpus") = std::vector<int>{}, py::arg("policy") = py::none(),
+           py::arg("priority") = 0, py::arg("deadline_runtime_ns") = 0,
+           py::arg("deadline_deadline_ns") = 0, py::arg("deadline_period_ns") = 0,
+           py::arg("timer_slack_ns") = py::none())
+      .def("add_python_action", &PyExecutive::add_python_action, py::arg("fn"),
+           py::arg("every") = 1, py::arg("offset") = 0)
+      .def("add_native_action", &PyExecutive::add_native_action, py::arg("address"),
+           py::arg("user_data") = 0, py::arg("every") = 1, py::arg("offset") = 0)
+      .def("add_builtin_action", &PyExecutive::add_builtin_action, py::arg("kind"),
+           py::arg("arg") = 0, py::arg("every") = 1, py::arg("offset") = 0)
+      .def("set_safe_mode_python", &PyExecutive::set_safe_mode_python, py::arg("fn"))
+      .def("set_safe_mode_native", &PyExecutive::set_safe_mode_native, py::arg("address"),
+           py::arg("user_data") = 0)
+      .def("add_init_hook", &PyExecutive::add_init_hook, py::arg("fn"))
+      .def("start", &PyExecutive::start)
+      .def("wait", &PyExecutive::wait, py::arg("cycles") = py::none(),
+           py::arg("timeout_s") = py::none())
+      .def("join", &PyExecutive::join, py::arg("timeout_s") = py::none(),
+           "request_stop() then wait for the thread to end")
+      .def("request_stop", [](PyExecutive& e) { e.core().request_stop(); })
+      .def(
+          "stop_after", [](PyExecutive& e, std::uint64_t n) { e.core().stop_after(n); },
+          py::arg("cycles"))
+      .def("pause", [](PyExecutive& e) { e.core().pause(); })
+      .def("resume", [](PyExecutive& e) { e.core().resume(); })
+      .def("enter_safe_mode", [](PyExecutive& e) { e.core().enter_safe_mode(); })
+      .def("exit_safe_mode", [](PyExecutive& e) { e.core().exit_safe_mode(); })
+      .def(
+          "adjust_phase", [](PyExecutive& e, std::int64_t d) { e.core().adjust_phase(d); },
+          py::arg("delta_ns"))
+      .def_property_readonly("state",
+                             [](PyExecutive& e) { return static_cast<int>(e.core().state()); })
+      .def_property_readonly("tid", [](PyExecutive& e) { return e.core().tid(); })
+      .def_property_readonly("iterations", [](PyExecutive& e) { return e.core().iterations(); })
+      .def_property_readonly("body_errors", [](PyExecutive& e) { return e.core().body_errors(); })
+      .def_property_readonly("first_error", &PyExecutive::first_error)
+      .def_property_readonly("first_error_cycle", &PyExecutive::first_error_cycle)
+      .def_property_readonly("first_error_code",
+                             [](PyExecutive& e) { return e.core().first_error_code(); })
+      .def_property_readonly("start_ns", [](PyExecutive& e) { return e.core().start_ns(); })
+      .def_property_readonly("started", [](PyExecutive& e) { return e.core().started(); })
+      .def_property_readonly("finished", [](PyExecutive& e) { return e.core().finished(); })
+      .def_property_readonly("period_ns",
+                             [](PyExecutive& e) { return e.core().config().period_ns; })
+      .def_property_readonly("deadline_ns",
+                             [](PyExecutive& e) { return e.core().config().deadline_ns; })
+      .def_property_readonly("stats_slot", &PyExecutive::stats_slot);
+}
+
+}  // namespace mxrc::bindings

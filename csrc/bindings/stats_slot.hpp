@@ -1,0 +1,18 @@
+// The handle through which Python passes a stats block to the cycle loop.
+#pragma once
+
+#include <memory>
+
+#include "mxrc/stats.hpp"
+
+namespace mxrc::bindings {
+
+// keepalive owns the memory behind `block` (a segment mapping plus the slot
+// claim, or a standalone block); hold a copy for as long as `block` is used.
+// Registered as mxrc._core.bus.StatsSlot.
+struct StatsSlot {
+  std::shared_ptr<void> keepalive;
+  mxrc::StatsBlock* block;
+};
+
+}  // namespace mxrc::bindings

@@ -1,0 +1,435 @@
+#include "mxrc/cycle.hpp"
+
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <stdexcept>
+#include <utility>
+
+namespace mxrc {
+
+namespace {
+
+constexpr std::int64_t kNsPerSec = 1'000'000'000;
+constexpr std::int64_t kSleepChunkNs = 10'000'000;  // stop is noticed within 10 ms
+constexpr std::int64_t kMaxStartLeadNs = 1'000'000;
+
+inline std::int64_t mono_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
+}
+
+inline timespec to_timespec(std::int64_t ns) noexcept {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(ns / kNsPerSec);
+  ts.tv_nsec = static_cast<long>(ns % kNsPerSec);
+  return ts;
+}
+
+int invoke_native(void* target, const mxrc_cycle_ctx* ctx, Invocation* /*inv*/) noexcept {
+  return reinterpret_cast<mxrc_body_fn>(target)(ctx);
+}
+
+int invoke_function(void* target, const mxrc_cycle_ctx* ctx, Invocation* /*inv*/) noexcept {
+  try {
+    return (*static_cast<const CycleFunction*>(target))(*ctx);
+  } catch (...) {
+    return -1;  // a throwing C++ body is a body error
+  }
+}
+
+}  // namespace
+
+// The C function table. Its functions reach the Executive through ctx->executive.
+struct ExecutiveApi {
+  static std::int64_t now_ns() noexcept { return mono_ns(); }
+  static Executive* self(const mxrc_cycle_ctx* ctx) noexcept {
+    return ctx == nullptr ? nullptr : static_cast<Executive*>(ctx->executive);
+  }
+  static std::int32_t state(const mxrc_cycle_ctx* ctx) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? -1 : static_cast<std::int32_t>(e->state());
+  }
+  static std::int32_t request_safe_mode(const mxrc_cycle_ctx* ctx) noexcept {
+    Executive* e = self(ctx);
+    if (e == nullptr) return EINVAL;
+    e->enter_safe_mode();
+    return 0;
+  }
+  static std::int32_t request_stop(const mxrc_cycle_ctx* ctx) noexcept {
+    Executive* e = self(ctx);
+    if (e == nullptr) return EINVAL;
+    e->request_stop();
+    return 0;
+  }
+};
+
+extern "C" {
+static int64_t mxrc_api_now_ns(void) { return ExecutiveApi::now_ns(); }
+static int32_t mxrc_api_state(const mxrc_cycle_ctx* ctx) { return ExecutiveApi::state(ctx); }
+static int32_t mxrc_api_request_safe_mode(const mxrc_cycle_ctx* ctx) {
+  return ExecutiveApi::request_safe_mode(ctx);
+}
+static int32_t mxrc_api_request_stop(const mxrc_cycle_ctx* ctx) {
+  return ExecutiveApi::request_stop(ctx);
+}
+}
+
+const mxrc_api* Executive::api() noexcept {
+  static const mxrc_api table = [] {
+    mxrc_api t{};
+    t.abi_version = MXRC_ABI_VERSION;
+    t.size = static_cast<std::uint32_t>(sizeof(mxrc_api));
+    t.now_ns = &mxrc_api_now_ns;
+    t.state = &mxrc_api_state;
+    t.request_safe_mode = &mxrc_api_request_safe_mode;
+    t.request_stop = &mxrc_api_request_stop;
+    return t;
+  }();
+  return &table;
+}
+
+Action native_action(mxrc_body_fn fn, void* user, std::uint32_t every,
+                     std::uint32_t offset) noexcept {
+  Action a;
+  a.fn = &invoke_native;
+  a.target = reinterpret_cast<void*>(fn);
+  a.user = user;
+  a.every = every;
+  a.offset = offset;
+  return a;
+}
+
+Executive::Executive(ExecutiveConfig config, StatsBlock* stats)
+    : config_(std::move(config)), stats_(stats), writer_(stats) {
+  if (stats_ == nullptr) throw std::invalid_argument("Executive needs a stats block");
+  if (config_.period_ns <= 0) throw std::invalid_argument("period_ns must be > 0");
+  if (config_.deadline_ns < 0) throw std::invalid_argument("deadline_ns must be >= 0");
+  if (config_.deadline_ns == 0) config_.deadline_ns = config_.period_ns;
+  if (!config_.setup.timer_slack_ns) config_.setup.timer_slack_ns = 1UL;
+  if (config_.rusage_every == 0) config_.rusage_every = 100;
+  if (config_.thread_name.empty()) config_.thread_name = "mxrc-" + config_.name;
+  if (config_.thread_name.size() > 15) config_.thread_name.resize(15);
+  // Pre-size so that nothing grows later; actions are added before start().
+  actions_.reserve(8);
+}
+
+Executive::~Executive() {
+  request_stop();
+  if (started_) (void)join(-1);  // never destroy an Executive from its own cycle thread
+}
+
+static void check_action(const Action& a) {
+  if (a.fn == nullptr) throw std::invalid_argument("action without a function");
+  if (a.every == 0) throw std::invalid_argument("every must be >= 1");
+  if (a.offset >= a.every) throw std::invalid_argument("offset must be < every");
+}
+
+void Executive::add_action(const Action& action) {
+  if (started_) throw std::logic_error("add_action after start()");
+  check_action(action);
+  actions_.push_back(action);
+}
+
+void Executive::add_function(CycleFunction fn, std::uint32_t every, std::uint32_t offset,
+                             void* user) {
+  if (started_) throw std::logic_error("add_function after start()");
+  if (!fn) throw std::invalid_argument("empty function");
+  functions_.push_back(std::make_unique<CycleFunction>(std::move(fn)));
+  Action a;
+  a.fn = &invoke_function;
+  a.target = functions_.back().get();
+  a.user = user;
+  a.every = every;
+  a.offset = offset;
+  add_action(a);
+}
+
+void Executive::set_safe_mode_action(const Action& action) {
+  if (started_) throw std::logic_error("set_safe_mode_action after start()");
+  Action a = action;
+  a.every = 1;
+  a.offset = 0;
+  check_action(a);
+  safe_action_ = a;
+  has_safe_action_ = true;
+}
+
+void Executive::add_init_hook(InitHook hook) {
+  if (started_) throw std::logic_error("add_init_hook after start()");
+  init_hooks_.push_back(std::move(hook));
+}
+
+void Executive::set_thread_hooks(ThreadHooks hooks) {
+  if (started_) throw std::logic_error("set_thread_hooks after start()");
+  hooks_ = std::move(hooks);
+}
+
+StartStatus Executive::start() {
+  if (started_) throw std::logic_error("Executive started twice");
+  started_ = true;
+  try {
+    thread_ = std::thread([this] { thread_main(); });
+  } catch (const std::system_error& e) {
+    joined_ = true;
+    StartStatus s;
+    s.step = StartStep::Thread;
+    s.error = e.code().value();
+    finished_.store(true, std::memory_order_release);
+    return s;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return start_phase_ != 0; });
+  const StartStatus status = start_status_;
+  lock.unlock();
+  if (!status.ok()) (void)join(-1);
+  return status;
+}
+
+void Executive::request_stop() noexcept { stop_.store(true, std::memory_order_release); }
+void Executive::stop_after(std::uint64_t cycles) noexcept {
+  stop_after_.store(cycles, std::memory_order_release);
+}
+void Executive::pause() noexcept { pause_req_.store(1, std::memory_order_release); }
+void Executive::resume() noexcept { pause_req_.store(-1, std::memory_order_release); }
+void Executive::enter_safe_mode() noexcept { safe_req_.store(1, std::memory_order_release); }
+void Executive::exit_safe_mode() noexcept { safe_req_.store(-1, std::memory_order_release); }
+void Executive::adjust_phase(std::int64_t delta_ns) noexcept {
+  pending_phase_ns_.fetch_add(delta_ns, std::memory_order_acq_rel);
+}
+
+bool Executive::join(std::int64_t timeout_ns) {
+  if (!started_) return true;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (timeout_ns < 0) {
+      cv_.wait(lock, [this] { return exited_; });
+    } else if (!cv_.wait_for(lock, std::chrono::nanoseconds(timeout_ns),
+                             [this] { return exited_; })) {
+      return false;
+    }
+  }
+  std::lock_guard<std::mutex> lock(join_mu_);  // two callers may get here together
+  if (!joined_) {
+    if (thread_.get_id() == std::this_thread::get_id()) return false;  // never join oneself
+    thread_.join();
+    joined_ = true;
+  }
+  return true;
+}
+
+void Executive::set_state(RtState s) noexcept {
+  state_.store(static_cast<std::int32_t>(s), std::memory_order_release);
+  writer_.set_state(s);
+}
+
+void Executive::thread_main() noexcept {
+  tid_.store(static_cast<std::int32_t>(::syscall(SYS_gettid)), std::memory_order_release);
+  (void)::pthread_setname_np(::pthread_self(), config_.thread_name.c_str());
+
+  StartStatus status;
+  SetupStatus setup = apply_thread_setup(config_.setup);
+  const bool rt_policy = config_.setup.policy && (*config_.setup.policy == SchedPolicy::Fifo ||
+                                                  *config_.setup.policy == SchedPolicy::RoundRobin);
+  if (!setup.ok() && setup.failed_step == SetupStep::Scheduler && setup.error == EPERM &&
+      config_.allow_sched_fallback && rt_policy) {
+    status.sched_fallback = true;
+    ThreadSetup rest;
+    rest.timer_slack_ns = config_.setup.timer_slack_ns;
+    setup = apply_thread_setup(rest);
+  }
+  if (!setup.ok()) {
+    status.step = StartStep::Setup;
+    status.setup = setup;
+  }
+
+  bool hooks_started = false;
+  if (status.ok()) {
+    if (hooks_.thread_start) hooks_.thread_start();
+    hooks_started = true;
+    for (std::size_t i = 0; i < init_hooks_.size(); ++i) {
+      const int rc = init_hooks_[i]();
+      if (rc != 0) {
+        status.step = StartStep::Hook;
+        status.hook_index = static_cast<int>(i);
+        status.hook_result = rc;
+        break;
+      }
+    }
+  }
+
+  if (status.ok()) {
+    ctx_.abi_version = MXRC_ABI_VERSION;
+    ctx_.size = static_cast<std::uint32_t>(sizeof(mxrc_cycle_ctx));
+    ctx_.period_ns = config_.period_ns;
+    ctx_.api = api();
+    ctx_.executive = this;
+    set_state(RtState::Ready);
+  } else {
+    set_state(RtState::Error);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    start_status_ = status;
+    start_phase_ = status.ok() ? 1 : 2;
+  }
+  cv_.notify_all();
+
+  if (status.ok()) loop();
+  if (hooks_started && hooks_.thread_exit) hooks_.thread_exit();
+
+  finished_.store(true, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    exited_ = true;
+  }
+  cv_.notify_all();
+}
+
+int Executive::sleep_until(std::int64_t release_ns) noexcept {
+  for (;;) {
+    if (stop_.load(std::memory_order_acquire)) return 1;
+    const std::int64_t now = mono_ns();
+    if (now >= release_ns) return 0;
+    const std::int64_t target = release_ns - now > kSleepChunkNs ? now + kSleepChunkNs : release_ns;
+    const timespec ts = to_timespec(target);
+    // clock_nanosleep returns the error number; it does not set errno.
+    const int rc = ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+    if (rc != 0 && rc != EINTR) return rc;
+    if (rc == 0 && target == release_ns) return 0;
+  }
+}
+
+void Executive::apply_requests() noexcept {
+  const RtState s = state();
+  if (s == RtState::Error || s == RtState::Shutdown) return;
+  const std::int32_t safe = safe_req_.exchange(0, std::memory_order_acq_rel);
+  const std::int32_t pause = pause_req_.exchange(0, std::memory_order_acq_rel);
+  if (safe > 0) {
+    if (s != RtState::SafeMode) set_state(RtState::SafeMode);
+    return;  // a pause asked together with safe mode is dropped: safe mode wins
+  }
+  if (safe < 0 && s == RtState::SafeMode) {
+    set_state(RtState::Running);
+    return;
+  }
+  if (pause > 0 && s == RtState::Running) {
+    set_state(RtState::Paused);
+  } else if (pause < 0 && s == RtState::Paused) {
+    set_state(RtState::Running);
+  }
+}
+
+void Executive::run_actions(const Action* actions, std::size_t n, std::uint64_t k,
+                            std::int64_t release, std::int64_t wake) noexcept {
+  ctx_.cycle = k;
+  ctx_.release_ns = release;
+  ctx_.wake_ns = wake;
+  ctx_.deadline_ns = release + config_.deadline_ns;
+  bool any = false;
+  std::int64_t body_start = 0;
+  std::int64_t gil_wait = -1;
+  const bool safe_body = actions == &safe_action_;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Action& a = actions[i];
+    if (k % a.every != a.offset) continue;
+    ctx_.slot = a.offset;
+    ctx_.every = a.every;
+    ctx_.user = a.user;
+    Invocation inv;
+    inv.body_start_ns = mono_ns();
+    const int rc = a.fn(a.target, &ctx_, &inv);
+    if (!any) {
+      body_start = inv.body_start_ns;
+      any = true;
+    }
+    if (inv.gil_wait_ns >= 0) gil_wait = (gil_wait < 0 ? 0 : gil_wait) + inv.gil_wait_ns;
+    if (rc != 0) {
+      body_errors_.fetch_add(1, std::memory_order_acq_rel);
+      writer_.add_body_error();
+      std::int64_t none = -1;
+      if (first_error_cycle_.compare_exchange_strong(none, static_cast<std::int64_t>(k),
+                                                     std::memory_order_acq_rel)) {
+        first_error_code_.store(rc, std::memory_order_release);
+      }
+      if (config_.on_error == ErrorPolicy::Stop) {
+        set_state(RtState::Error);
+        error_stop_.store(true, std::memory_order_release);
+        break;
+      }
+      if (config_.on_error == ErrorPolicy::SafeMode && !safe_body) {
+        set_state(RtState::SafeMode);
+        break;
+      }
+    }
+  }
+  const std::int64_t end = mono_ns();
+  CycleSample sample{};
+  sample.release_ns = release;
+  sample.wake_ns = wake;
+  sample.body_start_ns = any ? body_start : end;
+  sample.body_end_ns = end;
+  sample.gil_wait_ns = gil_wait;
+  sample.deadline_missed = end > release + config_.deadline_ns;
+  writer_.record(sample);
+}
+
+void Executive::loop() noexcept {
+  const std::int64_t period = config_.period_ns;
+  const std::int64_t lead = period < kMaxStartLeadNs ? period : kMaxStartLeadNs;
+  const std::int64_t start = mono_ns() + lead;
+  start_ns_.store(start, std::memory_order_release);
+  writer_.begin(period, config_.deadline_ns, tid(), start);
+  set_state(RtState::Running);
+
+  std::uint64_t k = 0;
+  std::uint64_t iter = 0;
+  std::int64_t phase = 0;
+  const std::uint32_t rusage_every = config_.rusage_every;
+  for (;;) {
+    const std::int64_t release = start + static_cast<std::int64_t>(k) * period + phase;
+    const int rc = sleep_until(release);
+    if (rc != 0) {
+      if (stop_.load(std::memory_order_acquire)) break;
+      set_state(RtState::Error);  // clock_nanosleep failed: cannot keep time
+      return;
+    }
+    const std::int64_t wake = mono_ns();
+    apply_requests();
+    phase += pending_phase_ns_.exchange(0, std::memory_order_acq_rel);
+
+    const RtState s = state();
+    if (s == RtState::Running) {
+      run_actions(actions_.data(), actions_.size(), k, release, wake);
+    } else if (s == RtState::SafeMode && has_safe_action_) {
+      run_actions(&safe_action_, 1, k, release, wake);
+    } else {
+      writer_.heartbeat(wake);
+    }
+    ++iter;
+    iterations_.store(iter, std::memory_order_release);
+    if (iter % rusage_every == 0) writer_.sample_rusage();
+    if (error_stop_.load(std::memory_order_acquire)) return;  // state stays ERROR
+    const std::uint64_t limit = stop_after_.load(std::memory_order_acquire);
+    if (limit != 0 && iter >= limit) break;
+
+    ++k;
+    if (config_.overrun == OverrunPolicy::Skip) {
+      const std::int64_t next = start + static_cast<std::int64_t>(k) * period + phase;
+      const std::int64_t now = mono_ns();
+      if (now > next) {
+        const auto behind = static_cast<std::uint64_t>((now - next) / period) + 1;
+        k += behind;
+        writer_.add_skipped_releases(behind);
+      }
+    }
+  }
+  set_state(RtState::Shutdown);
+}
+
+}  // namespace mxrc

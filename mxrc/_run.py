@@ -1,0 +1,273 @@
+"""``mxrc run``: run the demo control task on an executive and report its latency.
+
+The process owns the instance's shared-memory segment for the run (so
+``PerfMonitor`` in another process can attach to it), builds an
+:class:`~mxrc.rt._executive.Executive` from the configuration (plus the
+command-line overrides), runs the demo axis + PID for N cycles in the chosen
+tier, shows a progress line on a terminal, then prints the latency report
+(with a text histogram of wake-up latency) and the demo's tracking error.
+
+Exit codes: 0 ok, 1 runtime error (message and advice on stderr), 2 usage or
+configuration error, 130 interrupted (Ctrl-C; the segment is removed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from mxrc.demo import AxisDemo, Tier
+from mxrc.errors import (
+    BodyError,
+    ConfigError,
+    MxrcError,
+    PrivilegeError,
+    SegmentError,
+    SegmentInUseError,
+    ThreadSetupError,
+)
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "RunOptions",
+    "format_progress",
+    "run_demo",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+PROGRESS_INTERVAL_S = 0.25
+"""How often the progress line is refreshed (main thread; kept rare and tiny)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``mxrc run`` was asked to do (``None`` = from the configuration)."""
+
+    config_dir: str | None = None
+    cycles: int = 5000
+    period_us: int | None = None
+    tier: Tier = "native"
+    json_report: str | None = None
+    instance: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cycles < 1:
+            raise ValueError(f"--cycles must be >= 1, got {self.cycles}")
+        if self.period_us is not None and not 10 <= self.period_us <= 10_000_000:
+            raise ValueError(f"--period-us must be within 10..10000000, got {self.period_us}")
+        if self.tier not in ("python", "native"):
+            raise ValueError(f"--tier must be python or native, got {self.tier!r}")
+
+
+def format_progress(done: int, total: int, misses: int, elapsed_s: float) -> str:
+    """The one-line progress display: cycles done, share, misses, time left."""
+    share = done / total if total else 1.0
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else math.nan
+    left_txt = f"{left:5.1f} s left" if math.isfinite(left) else "  ... s left"
+    return (
+        f"cycles {done:>{len(str(total))}}/{total} ({share:6.1%})  "
+        f"deadline misses {misses}  {left_txt}"
+    )
+
+
+def _warn(err: TextIO, message: str) -> None:
+    print(f"mxrc run: warning: {message}", file=err)
+
+
+def _privilege_overrides(cfg: Any, err: TextIO) -> dict[str, Any]:
+    """Fallbacks so the command works unprivileged: SCHED_OTHER instead of a
+    refused SCHED_FIFO/RR, no mlockall when locking is not allowed."""
+    from mxrc._capabilities import capabilities
+
+    overrides: dict[str, Any] = {}
+    caps = capabilities()
+    rt_cpu = cfg.cpu_affinity.rt
+    if rt_cpu.policy in ("SCHED_FIFO", "SCHED_RR") and not caps["sched_fifo"].available:
+        overrides["allow_sched_other_fallback"] = True
+        _warn(
+            err,
+            f"{rt_cpu.policy} is not available ({caps['sched_fifo'].reason}); the cycle thread "
+            "falls back to SCHED_OTHER and its latency will be much worse. Run as root or "
+            "grant CAP_SYS_NICE / RLIMIT_RTPRIO (see `mxrc doctor`).",
+        )
+    if cfg.numa_binding.rt.memory_allocation.lock_memory and not caps["mlock"].available:
+        overrides["lock_memory"] = False
+        _warn(
+            err,
+            f"memory locking is not available ({caps['mlock'].reason}); running without "
+            "mlockall (page faults may delay cycles).",
+        )
+    return overrides
+
+
+def _report_dict(report: Any, opts: RunOptions, instance: str, extra: dict[str, Any]) -> Any:
+    data = report.to_dict()
+    data["run"] = {
+        "tier": opts.tier,
+        "instance": instance,
+        "python": sys.executable,
+        "python_version": sys.version.split()[0],
+        **extra,
+    }
+    return data
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
+    """Run the demo task as described by ``opts``; return the exit code.
+
+    With a progress line (a terminal) the executive is started and polled
+    every :data:`PROGRESS_INTERVAL_S`, then stopped (the count may end one
+    cycle past N); without, :meth:`Executive.run` runs exactly N cycles.
+    SIGTERM is handled like Ctrl-C (from the main thread only): the executive
+    stops, the partial report is printed and the segment removed.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _run_demo(opts, out, err)
+    except KeyboardInterrupt:
+        print("mxrc run: interrupted", file=err)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
+    from mxrc.config import load_config
+
+    try:
+        cfg = load_config(opts.config_dir)
+    except ConfigError as exc:
+        print(f"mxrc run: configuration error: {exc}", file=err)
+        return EXIT_USAGE
+
+    from mxrc.bus import Segment
+    from mxrc.rt._executive import Executive
+
+    perf = cfg.perf_monitor.rt
+    period_us = opts.period_us if opts.period_us is not None else perf.cycle_time_us
+    overrides: dict[str, Any] = {
+        "period_us": period_us,
+        "deadline_us": min(perf.deadline_us, period_us),
+    }
+    overrides.update(_privilege_overrides(cfg, err))
+    instance = opts.instance or cfg.instance
+    demo = AxisDemo(period_us)
+    body = demo.body(opts.tier)
+    show_progress = opts.progress and out.isatty()
+
+    try:
+        segment = Segment.create(instance)
+    except SegmentInUseError as exc:
+        print(
+            f"mxrc run: {exc}\n  another mxrc process runs instance {instance!r}; "
+            "pick another name with --instance NAME",
+            file=err,
+        )
+        return EXIT_FAILURE
+    except SegmentError as exc:
+        print(f"mxrc run: cannot create the shared-memory segment: {exc}", file=err)
+        return EXIT_FAILURE
+    except ValueError as exc:  # bad instance name
+        print(f"mxrc run: {exc}", file=err)
+        return EXIT_USAGE
+
+    interrupted = False
+    try:
+        try:
+            executive = Executive.from_config(cfg, body, segment=segment, **overrides)
+        except (ConfigError, ValueError) as exc:  # incl. CpuNotAllowedError
+            print(f"mxrc run: configuration error: {exc}", file=err)
+            return EXIT_USAGE
+        except MxrcError as exc:  # e.g. UnsupportedError
+            print(f"mxrc run: {exc}", file=err)
+            return EXIT_FAILURE
+        print(
+            f"mxrc run: instance {instance!r}, {opts.tier} tier, period {period_us} µs, "
+            f"{opts.cycles} cycles (~{opts.cycles * period_us / 1e6:.1f} s)",
+            file=err,
+        )
+        try:
+            if show_progress:
+                with executive:  # starts it; stops and joins it on the way out
+                    started = time.monotonic()
+                    try:
+                        while not executive.wait(cycles=opts.cycles, timeout=PROGRESS_INTERVAL_S):
+                            s = executive.stats()
+                            line = format_progress(
+                                min(s.cycle_count, opts.cycles),
+                                opts.cycles,
+                                s.deadline_miss_count,
+                                time.monotonic() - started,
+                            )
+                            out.write("\r" + line)
+                            out.flush()
+                    except KeyboardInterrupt:
+                        interrupted = True
+                out.write("\r" + " " * 78 + "\r")
+            else:
+                try:
+                    executive.run(opts.cycles)  # exactly N cycles
+                except KeyboardInterrupt:
+                    interrupted = True
+            report = executive.perf().report()
+        except (PrivilegeError, ThreadSetupError) as exc:
+            print(
+                f"mxrc run: the cycle thread could not be set up: {exc}\n"
+                "  run as root, or grant CAP_SYS_NICE and CAP_IPC_LOCK, or relax "
+                "cpu_affinity.json / numa_binding.json (see `mxrc doctor`)",
+                file=err,
+            )
+            return EXIT_FAILURE
+        except BodyError as exc:
+            print(f"mxrc run: the demo body failed: {exc}", file=err)
+            return EXIT_FAILURE
+        except (MxrcError, OSError) as exc:
+            print(f"mxrc run: {exc}", file=err)
+            return EXIT_FAILURE
+
+        tracking = demo.tracking_error()
+        text = report.to_text(histogram=True)
+        out.write(text if text.endswith("\n") else text + "\n")
+        out.write(tracking.to_text() + "\n")
+        if opts.json_report:
+            data = _report_dict(
+                report,
+                opts,
+                instance,
+                {"period_us": period_us, "demo": tracking.to_dict(), "interrupted": interrupted},
+            )
+            try:
+                with open(opts.json_report, "w", encoding="utf-8") as fh:
+                    json.dump(data, fh, indent=2, ensure_ascii=False)
+                    fh.write("\n")
+            except OSError as exc:
+                print(f"mxrc run: cannot write {opts.json_report}: {exc}", file=err)
+                return EXIT_FAILURE
+        if interrupted:
+            print("mxrc run: interrupted", file=err)
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+    finally:
+        segment.close()

@@ -134,9 +134,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
     """Run the demo task as described by ``opts``; return the exit code.
 
-    With a progress line (a terminal) the executive is started and polled
-    every :data:`PROGRESS_INTERVAL_S`, then stopped (the count may end one
-    cycle past N); without, :meth:`Executive.run` runs exactly N cycles.
+    With a progress line (a terminal) the executive is started for exactly N
+    cycles and polled every :data:`PROGRESS_INTERVAL_S`; without, it runs
+    with :meth:`Executive.run`. Either way exactly N cycles run.
     SIGTERM is handled like Ctrl-C (from the main thread only): the executive
     stops, the partial report is printed and the segment removed.
     """
@@ -210,21 +210,23 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
         )
         try:
             if show_progress:
-                with executive:  # starts it; stops and joins it on the way out
-                    started = time.monotonic()
-                    try:
-                        while not executive.wait(cycles=opts.cycles, timeout=PROGRESS_INTERVAL_S):
-                            s = executive.stats()
-                            line = format_progress(
-                                min(s.cycle_count, opts.cycles),
-                                opts.cycles,
-                                s.deadline_miss_count,
-                                time.monotonic() - started,
-                            )
-                            out.write("\r" + line)
-                            out.flush()
-                    except KeyboardInterrupt:
-                        interrupted = True
+                executive.start(cycles=opts.cycles)  # stops by itself after exactly N
+                started = time.monotonic()
+                try:
+                    while not executive.wait(timeout=PROGRESS_INTERVAL_S):
+                        s = executive.stats()
+                        line = format_progress(
+                            s.cycle_count,
+                            opts.cycles,
+                            s.deadline_miss_count,
+                            time.monotonic() - started,
+                        )
+                        out.write("\r" + line)
+                        out.flush()
+                except KeyboardInterrupt:
+                    interrupted = True
+                finally:
+                    executive.stop()
                 out.write("\r" + " " * 78 + "\r")
             else:
                 try:

@@ -430,3 +430,16 @@ def test_stats_in_a_segment_read_from_another_process_while_running() -> None:
         assert final.wake_latency.count == final.cycle_count
     finally:
         seg.close()
+
+
+def test_start_with_cycles_stops_by_itself_after_exactly_n() -> None:
+    ex = Executive(BuiltinBody(), period_us=1000)
+    ex.start(cycles=50)
+    try:
+        assert ex.wait(timeout=10)  # the thread ends by itself
+    finally:
+        ex.stop()
+    assert ex.stats().cycle_count == 50
+    assert ex.state is RtState.SHUTDOWN
+    with pytest.raises(ValueError, match="cycles"):
+        Executive(BuiltinBody(), period_us=1000).start(cycles=0)

@@ -261,3 +261,21 @@ def test_bad_instance_name_is_a_usage_error() -> None:
     proc = _run_cli("--cycles", "10", "--instance", "no/slashes", timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _Terminal(io.StringIO):
+    """A captured stdout that claims to be a terminal, so the progress line is shown."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_mode_runs_exactly_n_cycles(tmp_path: Path) -> None:
+    from mxrc._run import run_demo
+
+    report = tmp_path / "r.json"
+    out, err = _Terminal(), io.StringIO()
+    opts = RunOptions(cycles=300, tier="native", json_report=str(report), instance=_instance("tty"))
+    assert run_demo(opts, out, err) == 0, err.getvalue()
+    assert "\r" in out.getvalue()  # the progress line was drawn
+    assert json.loads(report.read_text())["cycle_count"] == 300

@@ -343,13 +343,19 @@ class Executive:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, cycles: int | None = None) -> None:
         """Start the cycle thread; return once it is READY and cycling.
 
-        Raises PrivilegeError / ThreadSetupError when a setup step fails
-        (nothing runs then), or the exception of a failed init hook.
+        ``cycles``: stop by itself after that many cycles (``wait()`` then
+        returns when they are done); None runs until :meth:`stop`. Raises
+        PrivilegeError / ThreadSetupError when a setup step fails (nothing runs
+        then), or the exception of a failed init hook.
         """
         self._require_not_started("start")
+        if cycles is not None:
+            if not isinstance(cycles, int) or cycles < 1:
+                raise ValueError(f"cycles must be an int >= 1 or None, got {cycles!r}")
+            self._stop_after = cycles
         if not self._actions:
             raise ValueError("an executive needs at least one body (body= or add_action)")
         python_tier = self._python_tier()
@@ -459,8 +465,7 @@ class Executive:
         if not isinstance(cycles, int) or cycles < 1:
             raise ValueError(f"cycles must be an int >= 1, got {cycles!r}")
         self._require_not_started("run")
-        self._stop_after = cycles
-        self.start()
+        self.start(cycles)
         try:
             self._core.wait(None, None)
         except BaseException:

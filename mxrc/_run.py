@@ -6,6 +6,8 @@ The process owns the instance's shared-memory segment for the run (so
 command-line overrides), runs the demo axis + PID for N cycles in the chosen
 tier, shows a progress line on a terminal, then prints the latency report
 (with a text histogram of wake-up latency) and the demo's tracking error.
+With a config directory, a change of its ``cpu_affinity.json`` during the run
+is applied to the running cycle thread (``docs/live-reconfig.md``).
 
 Exit codes: 0 ok, 1 runtime error (message and advice on stderr), 2 usage or
 configuration error, 130 interrupted (Ctrl-C; the segment is removed).
@@ -13,12 +15,15 @@ configuration error, 130 interrupted (Ctrl-C; the segment is removed).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -63,6 +68,8 @@ class RunOptions:
     json_report: str | None = None
     instance: str | None = None
     progress: bool = True
+    watch_config: bool = True
+    """With a config directory: apply later changes of its cpu_affinity.json live."""
 
     def __post_init__(self) -> None:
         if self.cycles < 1:
@@ -125,6 +132,41 @@ def _report_dict(report: Any, opts: RunOptions, instance: str, extra: dict[str, 
         **extra,
     }
     return data
+
+
+@contextlib.contextmanager
+def _config_watch(executive: Any, cfg: Any, opts: RunOptions, err: TextIO) -> Iterator[None]:
+    """Watch the config directory while the executive runs; report changes on ``err``.
+
+    A change of cpu_affinity.json re-pins / re-prioritises the running cycle
+    thread from the watcher thread (mxrc.rt._reconfig); an invalid change is
+    rejected and reported, and the loop keeps its settings.
+    """
+    if not opts.watch_config or cfg.directory is None:
+        yield
+        return
+    from mxrc.rt._reconfig import ConfigWatcher
+
+    logger = logging.getLogger("mxrc.rt.reconfig")
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("mxrc run: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    watcher = ConfigWatcher(executive, cfg.directory).start()
+    print(
+        f"mxrc run: watching {cfg.directory / 'cpu_affinity.json'}: a change re-pins the "
+        "running loop",
+        file=err,
+    )
+    try:
+        yield
+    finally:
+        watcher.stop()
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -213,16 +255,17 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
                 executive.start(cycles=opts.cycles)  # stops by itself after exactly N
                 started = time.monotonic()
                 try:
-                    while not executive.wait(timeout=PROGRESS_INTERVAL_S):
-                        s = executive.stats()
-                        line = format_progress(
-                            s.cycle_count,
-                            opts.cycles,
-                            s.deadline_miss_count,
-                            time.monotonic() - started,
-                        )
-                        out.write("\r" + line)
-                        out.flush()
+                    with _config_watch(executive, cfg, opts, err):
+                        while not executive.wait(timeout=PROGRESS_INTERVAL_S):
+                            s = executive.stats()
+                            line = format_progress(
+                                s.cycle_count,
+                                opts.cycles,
+                                s.deadline_miss_count,
+                                time.monotonic() - started,
+                            )
+                            out.write("\r" + line)
+                            out.flush()
                 except KeyboardInterrupt:
                     interrupted = True
                 finally:
@@ -230,7 +273,9 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
                 out.write("\r" + " " * 78 + "\r")
             else:
                 try:
-                    executive.run(opts.cycles)  # exactly N cycles
+                    executive.start(cycles=opts.cycles)  # exactly N cycles
+                    with _config_watch(executive, cfg, opts, err):
+                        executive.wait()
                 except KeyboardInterrupt:
                     interrupted = True
             report = executive.perf().report()

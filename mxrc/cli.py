@@ -138,6 +138,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             json_report=args.json_report,
             instance=args.instance,
             progress=not args.no_progress,
+            watch_config=not args.no_watch_config,
         )
     except ValueError as exc:
         print(f"mxrc run: {exc}", file=err)
@@ -188,10 +189,126 @@ def _register_run(sub: SubparsersAction) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress line (shown only on a terminal)"
     )
+    p.add_argument(
+        "--no-watch-config",
+        action="store_true",
+        help="do not apply changes of the config directory's cpu_affinity.json during the run",
+    )
     p.set_defaults(handler=_run)
 
 
-SUBCOMMANDS: list[Registrar] = [_register_doctor, _register_run]
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from mxrc._status import StatusOptions, run_status
+
+    try:
+        opts = StatusOptions(
+            instance=args.instance,
+            watch=args.watch,
+            interval_s=args.interval,
+            count=args.count,
+            json=args.json,
+        )
+    except ValueError as exc:
+        print(f"mxrc status: {exc}", file=err)
+        return EXIT_USAGE
+    return run_status(opts, out, err)
+
+
+def _register_status(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show a running instance's cycle threads: state, cycles, latency, misses",
+        description=(
+            "Attach to a running instance's shared-memory segment (/dev/shm/mxrc-NAME) from "
+            "this process and show each cycle thread: state, cycle count, wake-up / body-start "
+            "latency and execution time percentiles, deadline misses and miss rate, late "
+            "wake-up shares, heartbeat age, thread id, CPU and scheduling. Without --instance: "
+            "$MXRC_INSTANCE, else the only instance, else a list of all. Exit code 0: running "
+            "(or listed), 1: no such instance or its owner is gone, 2: usage error, 3: the "
+            "segment cannot be read (not mxrc's, another layout version, permission)."
+        ),
+    )
+    p.add_argument("--instance", metavar="NAME", help="instance to show")
+    p.add_argument(
+        "--watch", action="store_true", help="refresh until Ctrl-C (with the windowed miss rate)"
+    )
+    p.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between refreshes with --watch (1.0)",
+    )
+    p.add_argument(
+        "--count", type=_positive_int, metavar="N", help="stop --watch after N refreshes"
+    )
+    p.add_argument("--json", action="store_true", help="JSON (with --watch: one object per line)")
+    p.set_defaults(handler=_status)
+
+
+def _metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from mxrc._metrics_cmd import MetricsOptions, run_metrics
+
+    opts = MetricsOptions(
+        instance=args.instance,
+        port=args.port,
+        addr=args.addr,
+        units=args.units,
+        process=args.process,
+    )
+    return run_metrics(opts, out, err)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {value}")
+    return value
+
+
+def _register_metrics(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "metrics",
+        help="an instance's Prometheus metrics: print once, or serve with --port",
+        description=(
+            "Attach to a running instance's shared-memory segment and print its Prometheus "
+            "metrics (mxrc_rt_*, mxrc_cpu_*, mxrc_numa_*; docs/metrics.md) once, or serve them "
+            "on http://ADDR:PORT/metrics until Ctrl-C. Runs outside the RT process, so scrapes "
+            "never hold the RT process's GIL. Instance selection and exit codes as mxrc status."
+        ),
+    )
+    p.add_argument("--instance", metavar="NAME", help="instance to read")
+    p.add_argument("--port", type=_port, metavar="PORT", help="serve on this port (0: any free)")
+    p.add_argument("--addr", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument(
+        "--units",
+        choices=("us", "seconds"),
+        default="us",
+        help="us: the contract names (*_us); seconds: Prometheus base units (docs/metrics.md)",
+    )
+    p.add_argument("--process", default="rt", help="value of the process label (rt)")
+    p.set_defaults(handler=_metrics)
+
+
+SUBCOMMANDS: list[Registrar] = [
+    _register_doctor,
+    _register_run,
+    _register_status,
+    _register_metrics,
+]
 """Functions that add one subcommand each; later subcommands append here."""
 
 

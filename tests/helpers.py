@@ -9,11 +9,20 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mxrc._native import _core
 
-__all__ = ["in_thread", "run_child", "run_python"]
+__all__ = [
+    "child_ready",
+    "in_thread",
+    "mxrc_env",
+    "run_child",
+    "run_mxrc",
+    "run_python",
+    "spawn_mxrc",
+    "spawn_python",
+]
 
 T = TypeVar("T")
 
@@ -64,4 +73,63 @@ def run_child(code: str, *, with_stderr: bool = False) -> dict[str, object]:
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     if with_stderr:
         result["stderr"] = proc.stderr
+    return result
+
+
+def mxrc_env() -> dict[str, str]:
+    """This environment without MXRC_* variables, FIFO priority 40 (tests stay <= 50)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXRC_")}
+    env["MXRC_RT_PRIORITY"] = "40"
+    return env
+
+
+def run_mxrc(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m mxrc ARGS`` in another process (outside the source tree, :func:`mxrc_env`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mxrc", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+        env=mxrc_env(),
+        check=False,
+    )
+
+
+def spawn_mxrc(*args: str) -> subprocess.Popen[str]:
+    """``python -m mxrc ARGS`` started in another process (output piped, :func:`mxrc_env`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mxrc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        env=mxrc_env(),
+    )
+
+
+def spawn_python(code: str) -> subprocess.Popen[str]:
+    """A child Python running ``code`` (dedented); pipes for stdin, stdout and stderr.
+
+    The usual protocol: the child prints one JSON line when ready (:func:`child_ready`),
+    then waits for its stdin to close.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+
+
+def child_ready(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The JSON line a :func:`spawn_python` child prints when ready (its stderr if it died)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(err)
+    result: dict[str, Any] = json.loads(line)
     return result

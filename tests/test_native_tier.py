@@ -22,10 +22,12 @@ import pytest
 
 from mxrc._include import get_include
 from mxrc.errors import BodyError
+from mxrc.pytest_plugin import CycleRunner
 from mxrc.rt._affinity import allowed_cpus
 from mxrc.rt._bodies import NativeBody, classify_body
 from mxrc.rt._executive import Executive
 from mxrc.rt._state import RtState
+from mxrc.testing import assert_late_share
 
 pytestmark = [pytest.mark.timing, pytest.mark.slow]
 
@@ -73,7 +75,7 @@ def _counters(n: int = 8) -> ctypes.Array[ctypes.c_uint64]:
 def test_header_sizes_match_the_core() -> None:
     from mxrc._native import _core
 
-    assert _core.cycle.ABI_VERSION == 1
+    assert _core.cycle.ABI_VERSION == 2  # 2: clock_ns, sim_advance (simulated clock)
     assert _core.cycle.CTX_SIZE % 8 == 0
     assert (Path(get_include()) / "mxrc.h").is_file()
     assert (Path(get_include()) / "mxrc.pxd").is_file()
@@ -174,15 +176,15 @@ def cython_body(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     return mod
 
 
-def test_cython_nogil_body(cython_body: ModuleType) -> None:
+def test_cython_nogil_body(cython_body: ModuleType, mxrc_cycles: CycleRunner) -> None:
     c = _counters(4)
-    ex = Executive(
+    st = mxrc_cycles(
         NativeBody(cython_body.address(), ctypes.addressof(c)),
+        2000,
         period_us=1000,
         overrun="run_late",
         cpus=[RT_CPU],
     )
-    st = ex.run(2000)
     assert c[0] == 2000 == st.cycle_count
     assert c[1] == 1999
     assert c[2] == 0 and c[3] == 0
@@ -211,8 +213,8 @@ def test_native_body_keeps_running_while_python_threads_hold_the_gil(
         t.join()
     assert c[0] == 500
     # a body that needed the GIL would wait up to the 5 ms switch interval on
-    # many cycles; this one must stay on time (loose bound: < 10 % of cycles late by 2 ms)
-    assert st.wake_latency.share_above(2_000_000) < 0.1
+    # many cycles; this one must stay on time (loose bound: <= 10 % of cycles late by 2 ms)
+    assert_late_share(st, above_us=2000, at_most=0.1)
 
 
 # ------------------------------------------------------------ no allocation

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from helpers import run_python
 
+from mxrc.pytest_plugin import CycleRunner
 from mxrc.rt._affinity import allowed_cpus
 from mxrc.rt._executive import Executive
 from mxrc.rt._perf import CycleStats
 from mxrc.rt._state import RtState
+from mxrc.testing import assert_percentile
 
 pytestmark = pytest.mark.timing
 
@@ -27,10 +29,9 @@ pytestmark = pytest.mark.timing
 RT_CPU = max(allowed_cpus())
 
 
-def test_python_body_stats_are_consistent() -> None:
+def test_python_body_stats_are_consistent(mxrc_cycles: CycleRunner) -> None:
     cycles: list[int] = []
-    ex = Executive(lambda ctx: cycles.append(ctx.cycle), period_us=1000, cpus=[RT_CPU])
-    st = ex.run(2000)
+    st = mxrc_cycles(lambda ctx: cycles.append(ctx.cycle), 2000, period_us=1000, cpus=[RT_CPU])
     assert len(cycles) == 2000
     assert all(b > a for a, b in itertools.pairwise(cycles))
     # overrun policy "skip": a host pause skips releases, and the cycle index jumps over them
@@ -107,7 +108,7 @@ def test_short_switch_interval_bounds_the_gil_wait_and_is_restored() -> None:
     st = _run_beside_a_busy_thread()  # default: 100 µs while running
     assert sys.getswitchinterval() == before
     # a broken mechanism waits ~5 ms (Python's interval) on most cycles
-    assert st.gil_wait.percentile(0.5) < 2_500_000
+    assert_percentile(st, "gil_wait", q=50, at_most_us=2500)
     assert st.gil_contended_cycles > 0  # the hog really competed
 
 

@@ -7,12 +7,12 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import run_mxrc, spawn_mxrc
 
 from mxrc import cli
 from mxrc._run import RunOptions, format_progress
@@ -135,26 +135,8 @@ def test_unprivileged_falls_back_to_sched_other_with_a_warning(
 # --- end to end (a real executive: root for SCHED_FIFO on CPU 1) -------------------
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MXRC_")}
-    env["MXRC_RT_PRIORITY"] = "40"  # tests keep FIFO priorities <= 50
-    return env
-
-
 def _instance(tag: str) -> str:
     return f"test-run-{tag}-{os.getpid()}"
-
-
-def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mxrc", "run", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd="/",
-        env=_env(),
-        check=False,
-    )
 
 
 @pytest.mark.privileged
@@ -162,8 +144,8 @@ def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
 def test_run_writes_the_json_report(tmp_path: Path, tier: str) -> None:
     report = tmp_path / "r.json"
     inst = _instance(tier)
-    proc = _run_cli(
-        "--cycles", "1500", "--tier", tier, "--json-report", str(report), "--instance", inst
+    proc = run_mxrc(
+        "run", "--cycles", "1500", "--tier", tier, "--json-report", str(report), "--instance", inst
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
@@ -209,14 +191,7 @@ def test_stats_are_readable_from_another_process_and_ctrl_c_cleans_up(signum: in
 
     inst = _instance(f"sig{signum}")
     shm = Path(f"/dev/shm/mxrc-{inst}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mxrc", "run", "--cycles", "1000000", "--instance", inst],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd="/",
-        env=_env(),
-    )
+    proc = spawn_mxrc("run", "--cycles", "1000000", "--instance", inst)
     try:
         _wait_for(shm, 30)
         with Segment.attach(inst) as seg:
@@ -251,14 +226,14 @@ def test_instance_in_use_is_a_runtime_error() -> None:
 
     inst = _instance("busy")
     with Segment.create(inst):
-        proc = _run_cli("--cycles", "10", "--instance", inst, timeout=60)
+        proc = run_mxrc("run", "--cycles", "10", "--instance", inst, timeout=60)
     assert proc.returncode == 1
     assert "--instance" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_bad_instance_name_is_a_usage_error() -> None:
-    proc = _run_cli("--cycles", "10", "--instance", "no/slashes", timeout=60)
+    proc = run_mxrc("run", "--cycles", "10", "--instance", "no/slashes", timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
 

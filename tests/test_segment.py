@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import signal
 import stat
 import struct
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_child
+from helpers import child_ready, run_child, spawn_python
 
 from mxrc._native import _core
 from mxrc.bus import LAYOUT_VERSION, Segment, segment_path
@@ -33,30 +30,8 @@ def instance() -> Iterator[str]:
     Segment.remove(name, force=True)
 
 
-def _spawn(code: str) -> subprocess.Popen[str]:
-    """A child Python that prints one JSON line when ready, then waits for stdin to close."""
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd="/",
-    )
-
-
-def _ready(proc: subprocess.Popen[str]) -> dict[str, object]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(err)
-    result: dict[str, object] = json.loads(line)
-    return result
-
-
 def _owner_child(instance: str) -> subprocess.Popen[str]:
-    return _spawn(
+    return spawn_python(
         f"""
         import json, os, sys
         from mxrc.bus import Segment
@@ -139,7 +114,7 @@ def test_in_use_by_this_process(instance: str) -> None:
 def test_in_use_by_another_process_then_reclaimed_after_sigkill(instance: str) -> None:
     child = _owner_child(instance)
     try:
-        pid = _ready(child)["pid"]
+        pid = child_ready(child)["pid"]
         with pytest.raises(SegmentInUseError, match=f"owned by live process pid {pid}") as info:
             Segment.create(instance)
         assert info.value.owner_pid == pid  # type: ignore[attr-defined]
@@ -163,7 +138,7 @@ def test_in_use_by_another_process_then_reclaimed_after_sigkill(instance: str) -
 def test_remove_leftover(instance: str) -> None:
     assert not Segment.remove(instance)
     child = _owner_child(instance)
-    _ready(child)
+    child_ready(child)
     child.kill()
     child.communicate(timeout=10)
     assert Segment.remove(instance)
@@ -316,13 +291,13 @@ def test_concurrent_claims_of_one_name_from_processes(instance: str) -> None:
             print(json.dumps({{"ok": ok}}), flush=True)
             sys.stdin.read()
             """
-        children = [_spawn(code) for _ in range(4)]
+        children = [spawn_python(code) for _ in range(4)]
         try:
             for c in children:
                 assert c.stdin is not None
                 c.stdin.write("go\n")
                 c.stdin.flush()
-            results = [_ready(c)["ok"] for c in children]
+            results = [child_ready(c)["ok"] for c in children]
         finally:
             for c in children:
                 c.communicate(timeout=20)
@@ -331,7 +306,7 @@ def test_concurrent_claims_of_one_name_from_processes(instance: str) -> None:
 
 def test_a_claim_of_a_killed_process_is_reused(instance: str) -> None:
     with Segment.create(instance) as seg:
-        child = _spawn(
+        child = spawn_python(
             f"""
             import json, sys
             from mxrc.bus import Segment
@@ -341,7 +316,7 @@ def test_a_claim_of_a_killed_process_is_reused(instance: str) -> None:
             sys.stdin.read()
             """
         )
-        _ready(child)
+        child_ready(child)
         with pytest.raises(SegmentError, match="already claimed"):
             seg.claim_stats("main")
         child.kill()

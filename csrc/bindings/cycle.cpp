@@ -7,6 +7,10 @@
 // long it waited for the GIL. Every wait of a Python thread on the executive
 // (start, wait, join) releases the GIL and checks for signals at least every
 // 50 ms, so Ctrl-C works and a Python body never deadlocks against its caller.
+//
+// On a simulated clock a Python body's start is the loop's virtual time and
+// its GIL wait is not recorded: real waits would make the stats differ from
+// run to run.
 #include "mxrc/cycle.hpp"
 
 #include <dlfcn.h>
@@ -24,8 +28,10 @@
 #include <tuple>
 #include <vector>
 
+#include "mxrc/error.hpp"
 #include "register.hpp"
 #include "stats_slot.hpp"
+#include "thread_setup_args.hpp"
 
 namespace py = pybind11;
 
@@ -67,6 +73,7 @@ struct PyTier {
   PyObject* first_error = nullptr;  // owned; the first exception a body raised
   std::int64_t first_error_cycle = -1;
   PyObject* hook_error = nullptr;  // owned; the exception of a failed init hook
+  bool simulated = false;          // the executive runs on a simulated clock
 };
 
 struct PyAction {
@@ -95,11 +102,15 @@ int invoke_python(void* target, const mxrc_cycle_ctx* ctx, Invocation* inv) noex
   auto* a = static_cast<PyAction*>(target);
   PyTier* t = a->tier;
   if (!t->have_tstate || interpreter_finalizing()) return -2;  // never touch a dying interpreter
-  const std::int64_t before = mono_ns();
-  PyEval_RestoreThread(t->tstate);
-  const std::int64_t start = mono_ns();
-  inv->body_start_ns = start;
-  inv->gil_wait_ns = start - before;
+  if (t->simulated) {
+    PyEval_RestoreThread(t->tstate);  // inv keeps the loop's virtual body start
+  } else {
+    const std::int64_t before = mono_ns();
+    PyEval_RestoreThread(t->tstate);
+    const std::int64_t start = mono_ns();
+    inv->body_start_ns = start;
+    inv->gil_wait_ns = start - before;
+  }
   t->ctx->ctx = *ctx;
   PyObject* result = PyObject_CallOneArg(a->fn, t->ctx_obj);
   int rc = 0;
@@ -118,24 +129,11 @@ int invoke_python(void* target, const mxrc_cycle_ctx* ctx, Invocation* inv) noex
   return rc;
 }
 
-struct SetupArgs {
-  std::optional<int> memory_policy;
-  std::vector<int> memory_nodes;
-  bool lock_memory = false;
-  bool lock_on_fault = true;
-  std::size_t prefault_stack_bytes = 0;
-  std::vector<int> cpus;
-  std::optional<int> policy;
-  int priority = 0;
-  std::uint64_t deadline_runtime_ns = 0, deadline_deadline_ns = 0, deadline_period_ns = 0;
-  std::optional<unsigned long> timer_slack_ns;
-};
-
 class PyExecutive {
  public:
   PyExecutive(py::object stats_slot, const std::string& name, std::int64_t period_ns,
               std::int64_t deadline_ns, int overrun, int on_error, const std::string& thread_name,
-              bool allow_sched_fallback, const SetupArgs& a)
+              bool allow_sched_fallback, int clock, const py::kwargs& setup)
       : stats_slot_(std::move(stats_slot)) {
     auto& slot = stats_slot_.cast<StatsSlot&>();
     if (slot.block == nullptr) throw std::invalid_argument("stats slot without a block");
@@ -145,24 +143,15 @@ class PyExecutive {
     cfg.deadline_ns = deadline_ns;
     if (overrun < 0 || overrun > 1) throw std::invalid_argument("overrun: 0 skip, 1 run_late");
     if (on_error < 0 || on_error > 2) throw std::invalid_argument("on_error: 0..2");
+    if (clock < 0 || clock > 1) throw std::invalid_argument("clock: 0 monotonic, 1 simulated");
     cfg.overrun = static_cast<OverrunPolicy>(overrun);
     cfg.on_error = static_cast<ErrorPolicy>(on_error);
     cfg.thread_name = thread_name;
     cfg.allow_sched_fallback = allow_sched_fallback;
-    ThreadSetup& s = cfg.setup;
-    if (a.memory_policy) s.memory_policy = static_cast<MemPolicy>(*a.memory_policy);
-    s.memory_nodes = a.memory_nodes;
-    s.lock_memory = a.lock_memory;
-    s.lock_on_fault = a.lock_on_fault;
-    s.prefault_stack_bytes = a.prefault_stack_bytes;
-    s.cpus = a.cpus;
-    if (a.policy) s.policy = static_cast<SchedPolicy>(*a.policy);
-    s.priority = a.priority;
-    s.deadline_runtime_ns = a.deadline_runtime_ns;
-    s.deadline_deadline_ns = a.deadline_deadline_ns;
-    s.deadline_period_ns = a.deadline_period_ns;
-    s.timer_slack_ns = a.timer_slack_ns;
+    cfg.clock = static_cast<ClockKind>(clock);
+    apply_setup_kwargs(setup, cfg.setup, "Executive");
     exec_ = std::make_unique<Executive>(std::move(cfg), slot.block);
+    guts_->tier.simulated = exec_->simulated();
 
     auto ctx = std::make_unique<CycleContext>();
     ctx->executive = exec_.get();
@@ -233,13 +222,18 @@ class PyExecutive {
 
   // Tier-1 bodies built into the core (C++ callables): used by the tests and
   // the benchmarks. kind: "noop"; "sleep_ns" (nanosleep arg ns: a slow body
-  // that does not burn the CPU); "fail_at" (returns 7 on cycle arg);
-  // "fail_every" (returns 7 on every cycle that is a multiple of arg).
+  // that does not burn the CPU; on a simulated clock it consumes arg virtual
+  // ns instead); "fail_at" (returns 7 on cycle arg); "fail_every" (returns 7
+  // on every cycle that is a multiple of arg).
   void add_builtin_action(const std::string& kind, std::int64_t arg, std::uint32_t every,
                           std::uint32_t offset) {
     CycleFunction fn;
     if (kind == "noop") {
       fn = [](const mxrc_cycle_ctx&) { return 0; };
+    } else if (kind == "sleep_ns" && exec_->simulated()) {
+      if (arg < 0) throw std::invalid_argument("sleep_ns: arg must be >= 0");
+      Executive* e = exec_.get();
+      fn = [arg, e](const mxrc_cycle_ctx&) { return e->sim_advance(arg); };
     } else if (kind == "sleep_ns") {
       if (arg < 0) throw std::invalid_argument("sleep_ns: arg must be >= 0");
       fn = [arg](const mxrc_cycle_ctx&) {
@@ -451,7 +445,38 @@ void register_cycle(py::module_& m) {
                              [](const CycleContext& c) {
                                return c.executive ? static_cast<int>(c.executive->state()) : -1;
                              })
-      .def("now_ns", [](const CycleContext&) { return mono_ns(); })
+      .def_property_readonly(
+          "simulated",
+          [](const CycleContext& c) { return c.executive && c.executive->simulated(); },
+          "True when the executive runs on a simulated (virtual) clock.")
+      .def(
+          "now_ns",
+          [](const CycleContext& c) { return c.executive ? c.executive->clock_ns() : mono_ns(); },
+          "The executive's clock now (ns): virtual on a simulated clock, else CLOCK_MONOTONIC.")
+      .def(
+          "sim_advance",
+          [](const CycleContext& c, std::int64_t ns) {
+            if (c.executive == nullptr) {
+              throw std::runtime_error("sim_advance: the executive of this context is gone");
+            }
+            if (!c.executive->simulated()) {
+              throw UnsupportedError(
+                  "sim_advance: this executive runs on CLOCK_MONOTONIC; only an executive made "
+                  "with clock='simulated' has a virtual clock to advance");
+            }
+            if (ns < 0) {
+              throw py::value_error(
+                  "sim_advance: ns must be >= 0 (virtual time only moves "
+                  "forward), got " +
+                  std::to_string(ns));
+            }
+            if (c.executive->sim_advance(ns) != 0) {
+              throw py::value_error("sim_advance: advancing the virtual clock by " +
+                                    std::to_string(ns) + " ns overflows it");
+            }
+          },
+          py::arg("ns"),
+          "Consume ns of virtual time (simulated clock only): the body ends that much later.")
       .def("request_stop",
            [](const CycleContext& c) {
              if (c.executive) c.executive->request_stop();
@@ -463,40 +488,19 @@ void register_cycle(py::module_& m) {
   py::class_<PyExecutive>(m, "Executive")
       .def(py::init([](py::object stats, const std::string& name, std::int64_t period_ns,
                        std::int64_t deadline_ns, int overrun, int on_error,
-                       const std::string& thread_name, bool allow_sched_fallback,
-                       std::optional<int> memory_policy, std::vector<int> memory_nodes,
-                       bool lock_memory, bool lock_on_fault, std::size_t prefault_stack_bytes,
-                       std::vector<int> cpus, std::optional<int> policy, int priority,
-                       std::uint64_t deadline_runtime_ns, std::uint64_t deadline_deadline_ns,
-                       std::uint64_t deadline_period_ns,
-                       std::optional<unsigned long> timer_slack_ns) {
-             SetupArgs a;
-             a.memory_policy = memory_policy;
-             a.memory_nodes = std::move(memory_nodes);
-             a.lock_memory = lock_memory;
-             a.lock_on_fault = lock_on_fault;
-             a.prefault_stack_bytes = prefault_stack_bytes;
-             a.cpus = std::move(cpus);
-             a.policy = policy;
-             a.priority = priority;
-             a.deadline_runtime_ns = deadline_runtime_ns;
-             a.deadline_deadline_ns = deadline_deadline_ns;
-             a.deadline_period_ns = deadline_period_ns;
-             a.timer_slack_ns = timer_slack_ns;
+                       const std::string& thread_name, bool allow_sched_fallback, int clock,
+                       const py::kwargs& setup) {
              return std::make_unique<PyExecutive>(std::move(stats), name, period_ns, deadline_ns,
                                                   overrun, on_error, thread_name,
-                                                  allow_sched_fallback, a);
+                                                  allow_sched_fallback, clock, setup);
            }),
            py::arg("stats"), py::kw_only(), py::arg("name") = "main",
            py::arg("period_ns") = 1'000'000, py::arg("deadline_ns") = 0, py::arg("overrun") = 0,
            py::arg("on_error") = 0, py::arg("thread_name") = "",
-           py::arg("allow_sched_fallback") = false, py::arg("memory_policy") = py::none(),
-           py::arg("memory_nodes") = std::vector<int>{}, py::arg("lock_memory") = false,
-           py::arg("lock_on_fault") = true, py::arg("prefault_stack_bytes") = 0,
-           py::arg("cpus") = std::vector<int>{}, py::arg("policy") = py::none(),
-           py::arg("priority") = 0, py::arg("deadline_runtime_ns") = 0,
-           py::arg("deadline_deadline_ns") = 0, py::arg("deadline_period_ns") = 0,
-           py::arg("timer_slack_ns") = py::none())
+           py::arg("allow_sched_fallback") = false, py::arg("clock") = 0,
+           "Executive(stats, *, name, period_ns, deadline_ns, overrun, on_error, thread_name, "
+           "allow_sched_fallback, clock (0 monotonic, 1 simulated), **setup); setup: the "
+           "thread-setup keywords (csrc/bindings/thread_setup_args.hpp)")
       .def("add_python_action", &PyExecutive::add_python_action, py::arg("fn"),
            py::arg("every") = 1, py::arg("offset") = 0)
       .def("add_native_action", &PyExecutive::add_native_action, py::arg("address"),
@@ -533,6 +537,8 @@ void register_cycle(py::module_& m) {
       .def_property_readonly("first_error_code",
                              [](PyExecutive& e) { return e.core().first_error_code(); })
       .def_property_readonly("start_ns", [](PyExecutive& e) { return e.core().start_ns(); })
+      .def_property_readonly("simulated", [](PyExecutive& e) { return e.core().simulated(); })
+      .def_property_readonly("clock_ns", [](PyExecutive& e) { return e.core().clock_ns(); })
       .def_property_readonly("started", [](PyExecutive& e) { return e.core().started(); })
       .def_property_readonly("finished", [](PyExecutive& e) { return e.core().finished(); })
       .def_property_readonly("period_ns",

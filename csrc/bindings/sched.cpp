@@ -4,7 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -13,6 +12,7 @@
 #include "mxrc/memory.hpp"
 #include "mxrc/setup.hpp"
 #include "register.hpp"
+#include "thread_setup_args.hpp"
 
 namespace py = pybind11;
 
@@ -122,30 +122,15 @@ void register_sched(py::module_& m) {
   // --- thread setup -----------------------------------------------------
   m.def(
       "apply_thread_setup",
-      [](std::optional<int> memory_policy, const std::vector<int>& memory_nodes, bool lock,
-         bool lock_on_fault, std::size_t prefault_stack_bytes, const py::list& prefault_buffers,
-         const std::vector<int>& cpus, std::optional<int> policy, int priority,
-         std::uint64_t deadline_runtime_ns, std::uint64_t deadline_deadline_ns,
-         std::uint64_t deadline_period_ns, std::optional<unsigned long> timer_slack_ns) {
+      [](const py::list& prefault_buffers, const py::kwargs& kwargs) {
         ThreadSetup s;
-        if (memory_policy) s.memory_policy = static_cast<MemPolicy>(*memory_policy);
-        s.memory_nodes = memory_nodes;
-        s.lock_memory = lock;
-        s.lock_on_fault = lock_on_fault;
-        s.prefault_stack_bytes = prefault_stack_bytes;
+        apply_setup_kwargs(kwargs, s, "apply_thread_setup");
         std::vector<WritableBuffer> views;
         views.reserve(prefault_buffers.size());
         for (const auto& item : prefault_buffers) {
           views.emplace_back(item);
           s.prefault_buffers.push_back({views.back().data(), views.back().size()});
         }
-        s.cpus = cpus;
-        if (policy) s.policy = static_cast<SchedPolicy>(*policy);
-        s.priority = priority;
-        s.deadline_runtime_ns = deadline_runtime_ns;
-        s.deadline_deadline_ns = deadline_deadline_ns;
-        s.deadline_period_ns = deadline_period_ns;
-        s.timer_slack_ns = timer_slack_ns;
         SetupStatus status;
         {
           // Safe: the steps act on this OS thread and on memory pinned by
@@ -160,15 +145,10 @@ void register_sched(py::module_& m) {
         return std::make_tuple(std::string(setup_step_name(status.failed_step)), syscall,
                                status.error);
       },
-      py::kw_only(), py::arg("memory_policy") = py::none(),
-      py::arg("memory_nodes") = std::vector<int>{}, py::arg("lock_memory") = false,
-      py::arg("lock_on_fault") = true, py::arg("prefault_stack_bytes") = 0,
-      py::arg("prefault_buffers") = py::list(), py::arg("cpus") = std::vector<int>{},
-      py::arg("policy") = py::none(), py::arg("priority") = 0, py::arg("deadline_runtime_ns") = 0,
-      py::arg("deadline_deadline_ns") = 0, py::arg("deadline_period_ns") = 0,
-      py::arg("timer_slack_ns") = py::none(),
-      "Runs the ARCHITECTURE §5 steps on the calling thread. Returns (step, syscall, errno); "
-      "('', '', 0) on success.");
+      py::kw_only(), py::arg("prefault_buffers") = py::list(),
+      "apply_thread_setup(*, prefault_buffers=[], **setup): runs the ARCHITECTURE §5 steps on "
+      "the calling thread. setup: the thread-setup keywords (csrc/bindings/thread_setup_args.hpp)."
+      " Returns (step, syscall, errno); ('', '', 0) on success.");
   m.def("setup_steps", [] {
     std::vector<std::string> out;
     for (int i = static_cast<int>(SetupStep::MemoryPolicy);

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 
@@ -67,6 +68,14 @@ struct ExecutiveApi {
     e->request_stop();
     return 0;
   }
+  static std::int64_t clock_ns(const mxrc_cycle_ctx* ctx) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? -1 : e->clock_ns();
+  }
+  static std::int32_t sim_advance(const mxrc_cycle_ctx* ctx, std::int64_t ns) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : e->sim_advance(ns);
+  }
 };
 
 extern "C" {
@@ -77,6 +86,10 @@ static int32_t mxrc_api_request_safe_mode(const mxrc_cycle_ctx* ctx) {
 }
 static int32_t mxrc_api_request_stop(const mxrc_cycle_ctx* ctx) {
   return ExecutiveApi::request_stop(ctx);
+}
+static int64_t mxrc_api_clock_ns(const mxrc_cycle_ctx* ctx) { return ExecutiveApi::clock_ns(ctx); }
+static int32_t mxrc_api_sim_advance(const mxrc_cycle_ctx* ctx, int64_t ns) {
+  return ExecutiveApi::sim_advance(ctx, ns);
 }
 }
 
@@ -89,6 +102,8 @@ const mxrc_api* Executive::api() noexcept {
     t.state = &mxrc_api_state;
     t.request_safe_mode = &mxrc_api_request_safe_mode;
     t.request_stop = &mxrc_api_request_stop;
+    t.clock_ns = &mxrc_api_clock_ns;
+    t.sim_advance = &mxrc_api_sim_advance;
     return t;
   }();
   return &table;
@@ -106,11 +121,17 @@ Action native_action(mxrc_body_fn fn, void* user, std::uint32_t every,
 }
 
 Executive::Executive(ExecutiveConfig config, StatsBlock* stats)
-    : config_(std::move(config)), stats_(stats), writer_(stats) {
+    : config_(std::move(config)),
+      simulated_(config_.clock == ClockKind::Simulated),
+      stats_(stats),
+      writer_(stats) {
   if (stats_ == nullptr) throw std::invalid_argument("Executive needs a stats block");
   if (config_.period_ns <= 0) throw std::invalid_argument("period_ns must be > 0");
   if (config_.deadline_ns < 0) throw std::invalid_argument("deadline_ns must be >= 0");
   if (config_.deadline_ns == 0) config_.deadline_ns = config_.period_ns;
+  if (config_.clock != ClockKind::Monotonic && config_.clock != ClockKind::Simulated) {
+    throw std::invalid_argument("clock must be Monotonic or Simulated");
+  }
   if (!config_.setup.timer_slack_ns) config_.setup.timer_slack_ns = 1UL;
   if (config_.rusage_every == 0) config_.rusage_every = 100;
   if (config_.thread_name.empty()) config_.thread_name = "mxrc-" + config_.name;
@@ -203,6 +224,22 @@ void Executive::adjust_phase(std::int64_t delta_ns) noexcept {
   pending_phase_ns_.fetch_add(delta_ns, std::memory_order_acq_rel);
 }
 
+std::int64_t Executive::clock_ns() const noexcept { return now(); }
+
+std::int64_t Executive::now() const noexcept {
+  return simulated_ ? sim_now_ns_.load(std::memory_order_acquire) : mono_ns();
+}
+
+int Executive::sim_advance(std::int64_t ns) noexcept {
+  if (!simulated_) return ENOTSUP;
+  if (ns < 0) return EINVAL;
+  const std::int64_t t = sim_now_ns_.load(std::memory_order_acquire);
+  if (t > std::numeric_limits<std::int64_t>::max() - ns) return EINVAL;
+  // A plain store: only the cycle thread writes the virtual clock.
+  sim_now_ns_.store(t + ns, std::memory_order_release);
+  return 0;
+}
+
 bool Executive::join(std::int64_t timeout_ns) {
   if (!started_) return true;
   {
@@ -233,7 +270,9 @@ void Executive::thread_main() noexcept {
   (void)::pthread_setname_np(::pthread_self(), config_.thread_name.c_str());
 
   StartStatus status;
-  SetupStatus setup = apply_thread_setup(config_.setup);
+  // A simulated loop keeps no real time: pinning, an RT policy or locked
+  // memory would only let a flat-out loop starve the CPU it runs on.
+  SetupStatus setup = simulated_ ? SetupStatus{} : apply_thread_setup(config_.setup);
   const bool rt_policy = config_.setup.policy && (*config_.setup.policy == SchedPolicy::Fifo ||
                                                   *config_.setup.policy == SchedPolicy::RoundRobin);
   if (!setup.ok() && setup.failed_step == SetupStep::Scheduler && setup.error == EPERM &&
@@ -292,6 +331,15 @@ void Executive::thread_main() noexcept {
 }
 
 int Executive::sleep_until(std::int64_t release_ns) noexcept {
+  if (simulated_) {
+    if (stop_.load(std::memory_order_acquire)) return 1;
+    // The release happens at once: the clock jumps forward to it (never back:
+    // after an overrun the cycle is late by the same virtual amount).
+    if (sim_now_ns_.load(std::memory_order_acquire) < release_ns) {
+      sim_now_ns_.store(release_ns, std::memory_order_release);
+    }
+    return 0;
+  }
   for (;;) {
     if (stop_.load(std::memory_order_acquire)) return 1;
     const std::int64_t now = mono_ns();
@@ -342,7 +390,7 @@ void Executive::run_actions(const Action* actions, std::size_t n, std::uint64_t 
     ctx_.every = a.every;
     ctx_.user = a.user;
     Invocation inv;
-    inv.body_start_ns = mono_ns();
+    inv.body_start_ns = now();
     const int rc = a.fn(a.target, &ctx_, &inv);
     if (!any) {
       body_start = inv.body_start_ns;
@@ -368,7 +416,7 @@ void Executive::run_actions(const Action* actions, std::size_t n, std::uint64_t 
       }
     }
   }
-  const std::int64_t end = mono_ns();
+  const std::int64_t end = now();
   CycleSample sample{};
   sample.release_ns = release;
   sample.wake_ns = wake;
@@ -382,7 +430,7 @@ void Executive::run_actions(const Action* actions, std::size_t n, std::uint64_t 
 void Executive::loop() noexcept {
   const std::int64_t period = config_.period_ns;
   const std::int64_t lead = period < kMaxStartLeadNs ? period : kMaxStartLeadNs;
-  const std::int64_t start = mono_ns() + lead;
+  const std::int64_t start = simulated_ ? 0 : mono_ns() + lead;
   start_ns_.store(start, std::memory_order_release);
   writer_.begin(period, config_.deadline_ns, tid(), start);
   set_state(RtState::Running);
@@ -390,7 +438,9 @@ void Executive::loop() noexcept {
   std::uint64_t k = 0;
   std::uint64_t iter = 0;
   std::int64_t phase = 0;
-  const std::uint32_t rusage_every = config_.rusage_every;
+  // rusage counts real faults and preemptions: not sampled on a simulated
+  // clock, so that a simulated run's stats are the same every time.
+  const std::uint32_t rusage_every = simulated_ ? 0 : config_.rusage_every;
   for (;;) {
     const std::int64_t release = start + static_cast<std::int64_t>(k) * period + phase;
     const int rc = sleep_until(release);
@@ -399,7 +449,7 @@ void Executive::loop() noexcept {
       set_state(RtState::Error);  // clock_nanosleep failed: cannot keep time
       return;
     }
-    const std::int64_t wake = mono_ns();
+    const std::int64_t wake = now();
     apply_requests();
     phase += pending_phase_ns_.exchange(0, std::memory_order_acq_rel);
 
@@ -413,7 +463,7 @@ void Executive::loop() noexcept {
     }
     ++iter;
     iterations_.store(iter, std::memory_order_release);
-    if (iter % rusage_every == 0) writer_.sample_rusage();
+    if (rusage_every != 0 && iter % rusage_every == 0) writer_.sample_rusage();
     if (error_stop_.load(std::memory_order_acquire)) return;  // state stays ERROR
     const std::uint64_t limit = stop_after_.load(std::memory_order_acquire);
     if (limit != 0 && iter >= limit) break;
@@ -421,9 +471,9 @@ void Executive::loop() noexcept {
     ++k;
     if (config_.overrun == OverrunPolicy::Skip) {
       const std::int64_t next = start + static_cast<std::int64_t>(k) * period + phase;
-      const std::int64_t now = mono_ns();
-      if (now > next) {
-        const auto behind = static_cast<std::uint64_t>((now - next) / period) + 1;
+      const std::int64_t t = now();
+      if (t > next) {
+        const auto behind = static_cast<std::uint64_t>((t - next) / period) + 1;
         k += behind;
         writer_.add_skipped_releases(behind);
       }

@@ -12,11 +12,21 @@
  * `ctx->api`.
  *
  * Versioning: both structs start with (abi_version, size). Later versions only
- * APPEND members (data store, log, span and event entries go into the
- * reserved space or after it); a body compiled against an older header keeps
- * working. Before using a member added after version 1, check
- * `ctx->api->size >= offsetof(mxrc_api, member) + sizeof(ctx->api->member)`
- * (MXRC_API_HAS below).
+ * add members, in the reserved space or after it, so a body compiled against
+ * an older header keeps working and the struct sizes stay the same while the
+ * reserved space lasts. A member taken from the reserved space is NULL in an
+ * older core's table although the size covers it: before using a member
+ * added after version 1, check the version the core filled in,
+ * MXRC_API_VERSION_AT_LEAST(ctx->api, 2) (members appended after the
+ * reserved space may also be checked by size, MXRC_API_HAS).
+ *
+ *   version 1: now_ns, state, request_safe_mode, request_stop
+ *   version 2: clock_ns, sim_advance (the simulated clock)
+ *
+ * Clocks: every *_ns time in ctx is on the executive's clock, which is
+ * CLOCK_MONOTONIC, or a virtual clock starting at 0 for an executive created
+ * with clock="simulated" (the body consumes virtual time with sim_advance).
+ * Read it with api->clock_ns(ctx); api->now_ns() is always CLOCK_MONOTONIC.
  *
  * Rules for a body: do not block, do not allocate, do not take locks, do not
  * do I/O; return promptly. Everything in `ctx` is valid only during the call.
@@ -31,7 +41,7 @@
 extern "C" {
 #endif
 
-#define MXRC_ABI_VERSION 1u
+#define MXRC_ABI_VERSION 2u
 
 /* RT states (values of mxrc.rt.RtState). */
 #define MXRC_STATE_INIT 0
@@ -50,7 +60,7 @@ struct mxrc_cycle_ctx;
 typedef struct mxrc_api {
   uint32_t abi_version; /* MXRC_ABI_VERSION of the core that filled it */
   uint32_t size;        /* sizeof(mxrc_api) of the core that filled it */
-  /* CLOCK_MONOTONIC now, in ns (the clock of every *_ns field). */
+  /* CLOCK_MONOTONIC now, in ns, whatever the executive's clock (version 1). */
   int64_t (*now_ns)(void);
   /* The executive's current state (MXRC_STATE_*). */
   int32_t (*state)(const struct mxrc_cycle_ctx* ctx);
@@ -58,8 +68,18 @@ typedef struct mxrc_api {
   int32_t (*request_safe_mode)(const struct mxrc_cycle_ctx* ctx);
   /* Ask the executive to stop after this cycle (0 = accepted). */
   int32_t (*request_stop)(const struct mxrc_cycle_ctx* ctx);
+  /* --- version 2 (check MXRC_API_VERSION_AT_LEAST(api, 2)) --- */
+  /* The executive's clock now, in ns: the virtual time of a simulated
+   * executive, CLOCK_MONOTONIC otherwise; -1 for a NULL ctx. */
+  int64_t (*clock_ns)(const struct mxrc_cycle_ctx* ctx);
+  /* Simulated clock: the body consumed `ns` of virtual time (the clock moves
+   * forward by ns; the body's end, deadline misses and overruns follow).
+   * 0 = ok; EINVAL for ns < 0, a NULL ctx or an overflow; ENOTSUP on a real
+   * clock (so sim_advance(ctx, 0) == 0 tells a simulated executive). Call it
+   * from the body only. */
+  int32_t (*sim_advance)(const struct mxrc_cycle_ctx* ctx, int64_t ns);
   /* Reserved for later versions (data store, log, span, event entries). */
-  void (*reserved[28])(void);
+  void (*reserved[26])(void);
 } mxrc_api;
 
 typedef struct mxrc_cycle_ctx {
@@ -68,7 +88,7 @@ typedef struct mxrc_cycle_ctx {
   uint64_t cycle;       /* release index k (release = start + k * period + phase) */
   uint32_t slot;        /* this action's slot: cycle % every */
   uint32_t every;       /* the action runs every `every` base cycles */
-  int64_t release_ns;   /* scheduled release of this cycle (CLOCK_MONOTONIC) */
+  int64_t release_ns;   /* scheduled release of this cycle (the executive's clock) */
   int64_t wake_ns;      /* when the cycle thread actually woke */
   int64_t deadline_ns;  /* absolute deadline: release_ns + the executive's deadline */
   int64_t period_ns;    /* base period */
@@ -80,8 +100,13 @@ typedef struct mxrc_cycle_ctx {
 
 typedef int (*mxrc_body_fn)(const mxrc_cycle_ctx* ctx);
 
-/* True when the table handed over has member `m` (it may be older or newer
- * than this header). */
+/* True when the core that filled the table implements ABI version `v` or
+ * later: the check for members taken from the reserved space (version 2 on). */
+#define MXRC_API_VERSION_AT_LEAST(api, v) ((api)->abi_version >= (uint32_t)(v))
+
+/* True when the table handed over is large enough to hold member `m` (it may
+ * be older or newer than this header). Says nothing about members in the
+ * reserved space: use MXRC_API_VERSION_AT_LEAST for those. */
 #define MXRC_API_HAS(api, m) \
   ((api)->size >= offsetof(mxrc_api, m) + sizeof(((const mxrc_api*)0)->m))
 

@@ -24,6 +24,9 @@ cdef extern from "mxrc.h" nogil:
         int32_t (*state)(const mxrc_cycle_ctx* ctx) noexcept nogil
         int32_t (*request_safe_mode)(const mxrc_cycle_ctx* ctx) noexcept nogil
         int32_t (*request_stop)(const mxrc_cycle_ctx* ctx) noexcept nogil
+        # version 2: check MXRC_API_VERSION_AT_LEAST(ctx.api, 2) before use
+        int64_t (*clock_ns)(const mxrc_cycle_ctx* ctx) noexcept nogil
+        int32_t (*sim_advance)(const mxrc_cycle_ctx* ctx, int64_t ns) noexcept nogil
 
     ctypedef struct mxrc_cycle_ctx:
         uint32_t abi_version
@@ -40,3 +43,5 @@ cdef extern from "mxrc.h" nogil:
         void* executive
 
     ctypedef int (*mxrc_body_fn)(const mxrc_cycle_ctx* ctx) noexcept nogil
+
+    bint MXRC_API_VERSION_AT_LEAST(const mxrc_api* api, unsigned int v)

@@ -61,6 +61,15 @@ from mxrc.rt._mempolicy import (
     set_memory_policy,
 )
 from mxrc.rt._perf import CycleStats, LatencyHistogram, PerfMonitor, PerfReport, read_stats
+from mxrc.rt._placement import ThreadPlacement, thread_placement
+from mxrc.rt._reconfig import (
+    ConfigWatcher,
+    LiveSettings,
+    ReconfigEvent,
+    ReconfigResult,
+    read_live_settings,
+    reconfigure_thread,
+)
 from mxrc.rt._residency import (
     DEFAULT_REMOTE_WARNING_RATIO,
     PageResidency,
@@ -86,6 +95,7 @@ __all__ = [
     "SETUP_STEPS",
     "BuiltinBody",
     "CgroupVersion",
+    "ConfigWatcher",
     "CpusetInfo",
     "CycleStats",
     "ErrorPolicy",
@@ -94,6 +104,7 @@ __all__ = [
     "IsolationReport",
     "KernelInfo",
     "LatencyHistogram",
+    "LiveSettings",
     "MemoryPolicy",
     "NativeBody",
     "NumaNode",
@@ -102,6 +113,8 @@ __all__ = [
     "PageResidency",
     "PerfMonitor",
     "PerfReport",
+    "ReconfigEvent",
+    "ReconfigResult",
     "ResidencySample",
     "ResourceLimits",
     "RtGroupRuntime",
@@ -109,6 +122,7 @@ __all__ = [
     "SchedParams",
     "SchedPolicy",
     "SetupReport",
+    "ThreadPlacement",
     "ThreadSetup",
     "allowed_cpus",
     "allowed_memory_nodes",
@@ -139,7 +153,9 @@ __all__ = [
     "prefault",
     "prefault_stack",
     "priority_range",
+    "read_live_settings",
     "read_stats",
+    "reconfigure_thread",
     "resource_limits",
     "restore_affinity",
     "rt_group_runtime",
@@ -152,6 +168,7 @@ __all__ = [
     "set_timer_slack_ns",
     "smt_siblings",
     "start_cpus",
+    "thread_placement",
     "unlock_memory",
     "validate_cpus",
 ]

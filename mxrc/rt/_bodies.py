@@ -6,8 +6,11 @@ Three tiers (ARCHITECTURE §3):
   shared object, called on the cycle thread without the GIL. Given as
   :class:`NativeBody` (an address), a cffi function pointer
   (``ffi.addressof(lib, "body")``), a ctypes function pointer of a C function, or
-  a numba ``cfunc``. Raw addresses are checked with ``dladdr``: one that lies in
-  no loaded shared object is not a compiled function.
+  a numba ``cfunc``, or a ``PyCapsule`` named ``"mxrc.body"`` holding an
+  ``mxrc_body_fn`` (how a C/C++ program or extension hands over its body; the
+  capsule's context, if set, becomes ``ctx->user``). Raw addresses are checked
+  with ``dladdr``: one that lies in no loaded shared object is not a compiled
+  function.
 - **Python**: any other callable, called as ``body(ctx)`` with the GIL taken per call.
 - A ctypes ``CFUNCTYPE`` or cffi ``ffi.callback`` made from a *Python* function is
   refused: it takes the GIL (and, for ctypes, a fresh thread state) on every call,
@@ -17,6 +20,7 @@ Three tiers (ARCHITECTURE §3):
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from mxrc._native import _core
 from mxrc.errors import NotNativeError
 
 __all__ = [
+    "CAPSULE_NAME",
     "BodySpec",
     "BuiltinBody",
     "NativeBody",
@@ -63,8 +68,9 @@ class BuiltinBody:
     """A C++ (tier 1) body compiled into mxrc's core, for tests and benchmarks.
 
     ``kind``: "noop"; "sleep_ns" (sleeps ``arg`` ns: a slow body that does not
-    burn the CPU); "fail_at" (returns error 7 on cycle ``arg``); "fail_every"
-    (returns 7 on every cycle that is a multiple of ``arg``).
+    burn the CPU; on a simulated clock it consumes ``arg`` virtual ns instead);
+    "fail_at" (returns error 7 on cycle ``arg``); "fail_every" (returns 7 on
+    every cycle that is a multiple of ``arg``).
     """
 
     kind: str = "noop"
@@ -78,7 +84,8 @@ class BuiltinBody:
 @dataclass(frozen=True)
 class BodySpec:
     """A classified body: ``kind`` "python" (``fn``), "native" (``address``,
-    ``user_data``) or "builtin" (``builtin``)."""
+    ``user_data``) or "builtin" (``builtin``). ``keepalive``: the object the
+    address came from (a capsule), referenced for as long as the spec is."""
 
     kind: Literal["python", "native", "builtin"]
     fn: Callable[..., Any] | None = None
@@ -86,6 +93,62 @@ class BodySpec:
     user_data: int = 0
     description: str = ""
     builtin: BuiltinBody | None = None
+    keepalive: object = None
+
+
+#: Name a PyCapsule holding an ``mxrc_body_fn`` must carry.
+CAPSULE_NAME = "mxrc.body"
+
+
+@functools.cache
+def _capsule_api() -> tuple[Any, Any, Any]:
+    """(GetName, GetPointer, GetContext) of the running interpreter's C API.
+
+    Own prototypes over ``ctypes.pythonapi`` (whose shared attributes others
+    may set): that also works inside a program that embeds Python, as long as
+    the program exports libpython's symbols (as it must for extension modules).
+    """
+    api = ctypes.pythonapi
+    obj, p, cstr = ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p
+    get_name = ctypes.PYFUNCTYPE(cstr, obj)(("PyCapsule_GetName", api))
+    get_pointer = ctypes.PYFUNCTYPE(p, obj, cstr)(("PyCapsule_GetPointer", api))
+    get_context = ctypes.PYFUNCTYPE(p, obj)(("PyCapsule_GetContext", api))
+    return get_name, get_pointer, get_context
+
+
+def _is_capsule(obj: object) -> bool:
+    return type(obj).__name__ == "PyCapsule" and type(obj).__module__ == "builtins"
+
+
+def _from_capsule(capsule: object, user_data: int) -> BodySpec:
+    get_name, get_pointer, get_context = _capsule_api()
+    raw_name = get_name(capsule)
+    name = raw_name.decode(errors="replace") if raw_name is not None else None
+    if name != CAPSULE_NAME:
+        raise TypeError(
+            f"a capsule handed over as a cycle body must be named {CAPSULE_NAME!r} and hold an "
+            f"mxrc_body_fn (int body(const mxrc_cycle_ctx*)); got a capsule named {name!r}"
+        )
+    address = get_pointer(capsule, CAPSULE_NAME.encode()) or 0
+    context = get_context(capsule) or 0
+    if context and user_data:
+        raise ValueError(
+            "the capsule carries its own user data (its context); do not pass user_data as well"
+        )
+    # The capsule is the C side's explicit statement that this is an
+    # mxrc_body_fn: trusted like a numba cfunc (JIT code may lie outside any
+    # shared object); dladdr only names it.
+    where = _core.cycle.dladdr(address)
+    desc = "native capsule " + (
+        f"{where[1] or hex(address)} in {where[0]}" if where is not None else hex(address)
+    )
+    return BodySpec(
+        "native",
+        address=address,
+        user_data=context or user_data,
+        description=desc,
+        keepalive=capsule,
+    )
 
 
 def _check_address(address: int, what: str) -> str:
@@ -164,6 +227,9 @@ def classify_body(body: object, user_data: int = 0) -> BodySpec:
         desc = _check_address(address, "cffi function pointer")
         return BodySpec("native", address=address, user_data=user_data, description=desc)
 
+    if _is_capsule(body):
+        return _from_capsule(body, user_data)
+
     # numba cfunc: JIT code lives outside any shared object; trust its type.
     if type(body).__module__.startswith("numba") and isinstance(
         getattr(body, "address", None), int
@@ -183,6 +249,6 @@ def classify_body(body: object, user_data: int = 0) -> BodySpec:
         return BodySpec("python", fn=body, description=f"python {name}")
 
     raise TypeError(
-        f"a cycle body must be a Python callable, a NativeBody, a cffi/ctypes C function pointer "
-        f"or a numba cfunc; got {type(body).__name__}"
+        f"a cycle body must be a Python callable, a NativeBody, a cffi/ctypes C function pointer, "
+        f"a numba cfunc or a capsule named {CAPSULE_NAME!r}; got {type(body).__name__}"
     )

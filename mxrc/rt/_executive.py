@@ -30,8 +30,10 @@ from mxrc.rt._state import RtState
 if TYPE_CHECKING:
     from mxrc.config import MxrcConfig
     from mxrc.rt._perf import CycleStats, PerfMonitor
+    from mxrc.rt._reconfig import ConfigWatcher, LiveSettings, ReconfigEvent
 
 __all__ = [
+    "Clock",
     "ErrorPolicy",
     "Executive",
     "OverrunPolicy",
@@ -43,6 +45,8 @@ OverrunPolicy = Literal["skip", "run_late"]
 ErrorPolicy = Literal["stop", "safe_mode", "continue"]
 _OVERRUN = {"skip": 0, "run_late": 1}
 _ON_ERROR = {"stop": 0, "safe_mode": 1, "continue": 2}
+Clock = Literal["monotonic", "simulated"]
+_CLOCK = {"monotonic": 0, "simulated": 1}
 
 #: Seconds stop() and the interpreter-exit hook wait for a cycle thread.
 DEFAULT_STOP_TIMEOUT_S = 5.0
@@ -63,16 +67,23 @@ _live: weakref.WeakSet[Executive] = weakref.WeakSet()
 
 
 class _GcControl:
-    """gc.freeze() + gc.disable() while any Python-tier executive runs; restored by the last."""
+    """gc.freeze() + gc.disable() while any Python-tier executive runs; restored by the last.
+
+    The last one also unfreezes (the frozen objects become collectable again),
+    unless the application had frozen objects itself before: then its freeze
+    stays as it was.
+    """
 
     holders = 0
     was_enabled = True
+    was_frozen = False
 
     @classmethod
     def acquire(cls) -> None:
         with _registry_lock:
             if cls.holders == 0:
                 cls.was_enabled = gc.isenabled()
+                cls.was_frozen = gc.get_freeze_count() > 0
                 gc.collect()
                 gc.freeze()
                 gc.disable()
@@ -82,8 +93,11 @@ class _GcControl:
     def release(cls) -> None:
         with _registry_lock:
             cls.holders -= 1
-            if cls.holders == 0 and cls.was_enabled:
-                gc.enable()
+            if cls.holders == 0:
+                if not cls.was_frozen:
+                    gc.unfreeze()
+                if cls.was_enabled:
+                    gc.enable()
 
 
 class _SwitchIntervalControl:
@@ -151,6 +165,12 @@ class Executive:
     a busy Python thread delays a body by ~0.1 ms, not ~5 ms; ``None`` leaves
     it alone; restored after).
 
+    ``clock``: "monotonic" (default) or "simulated": a virtual clock from 0
+    on which every release happens at once and only the bodies consume time
+    (``ctx.sim_advance(ns)``), so runs are deterministic and much faster than
+    real time. The thread setup, ``freeze_gc`` and the switch interval are not
+    applied then (docs/simulated-clock.md).
+
     One-shot: an Executive runs once (start → stop); make a new one to run again.
 
     Availability: Linux. SCHED_FIFO/RR and mlock need CAP_SYS_NICE /
@@ -173,6 +193,7 @@ class Executive:
         memory_nodes: Collection[int] = (),
         overrun: OverrunPolicy = "skip",
         on_error: ErrorPolicy = "stop",
+        clock: Clock = "monotonic",
         safe_mode_body: object = None,
         allow_sched_other_fallback: bool = False,
         segment: Any = None,
@@ -192,6 +213,8 @@ class Executive:
             raise ValueError(f"overrun must be one of {sorted(_OVERRUN)}, got {overrun!r}")
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {sorted(_ON_ERROR)}, got {on_error!r}")
+        if clock not in _CLOCK:
+            raise ValueError(f"clock must be one of {sorted(_CLOCK)}, got {clock!r}")
         if prefault_stack_kb < 0:
             raise ValueError(f"prefault_stack_kb must be >= 0, got {prefault_stack_kb}")
         if thread_name is not None and len(thread_name.encode()) > 15:
@@ -201,6 +224,7 @@ class Executive:
         self._deadline_ns = deadline_ns
         self._overrun = overrun
         self._on_error = on_error
+        self._clock: Clock = clock
         self._freeze_gc = freeze_gc
         if gil_switch_interval_us is not None and not 1.0 <= gil_switch_interval_us <= 1e6:
             raise ValueError(
@@ -358,7 +382,9 @@ class Executive:
             self._stop_after = cycles
         if not self._actions:
             raise ValueError("an executive needs at least one body (body= or add_action)")
-        python_tier = self._python_tier()
+        # GIL and collector measures protect real time only: a simulated clock
+        # neither records the GIL wait nor sees a collection's pause.
+        python_tier = self._python_tier() and self._clock == "monotonic"
         if python_tier:
             self._warn_other_threads()
         if python_tier and self._freeze_gc:
@@ -425,6 +451,7 @@ class Executive:
             on_error=_ON_ERROR[self._on_error],
             thread_name=self._thread_name,
             allow_sched_fallback=self._setup.allow_sched_other_fallback,
+            clock=_CLOCK[self._clock],
             **kw,
         )
         for action in self._actions:
@@ -588,6 +615,88 @@ class Executive:
         """Shift every following release by ``delta_ns`` (e.g. to follow an external clock)."""
         self._require_started("adjust_phase").adjust_phase(int(delta_ns))
 
+    # ------------------------------------------------------------ live re-configuration
+    # (mxrc/rt/_reconfig.py; done from the calling thread, never on the cycle thread)
+
+    def live_settings(self) -> LiveSettings:
+        """The cycle thread's CPUs, policy and priority as the kernel reports them now."""
+        from mxrc.rt._reconfig import read_live_settings
+
+        return read_live_settings(self._running_tid("live_settings", changes=False))
+
+    def set_affinity(self, cpus: Collection[int]) -> LiveSettings:
+        """Re-pin the running cycle thread to ``cpus`` without stopping it; the new settings.
+
+        Same checks and errors as :meth:`reconfigure`.
+        """
+        return self.reconfigure(cpus=cpus)
+
+    def reconfigure(
+        self,
+        *,
+        cpus: Collection[int] | None = None,
+        policy: str | None = None,
+        priority: int | None = None,
+    ) -> LiveSettings:
+        """Change the running cycle thread's CPUs, policy and/or priority; the new settings.
+
+        ``None`` keeps a setting. Applied from the calling thread with
+        ``sched_setaffinity``/``sched_setscheduler`` on the cycle thread's tid:
+        the loop keeps cycling and moves at its next wake-up. Everything is
+        checked before anything changes (CpuNotAllowedError, ValueError for a
+        priority outside the policy's range, UnsupportedError for
+        SCHED_DEADLINE); when the kernel refuses (PrivilegeError, OSError) the
+        thread keeps its old settings. See :func:`mxrc.rt.reconfigure_thread`.
+        """
+        from mxrc.rt._reconfig import reconfigure_thread
+
+        tid = self._running_tid("reconfigure")
+        result = reconfigure_thread(tid, cpus=cpus, policy=policy, priority=priority)
+        if result.changed:
+            _log.info(
+                "executive %r: cycle thread %d now runs with %s (was %s)",
+                self._name,
+                tid,
+                result.after.describe(),
+                result.before.describe(),
+            )
+        return result.after
+
+    def watch_config(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        interval_s: float | None = None,
+        on_event: Callable[[ReconfigEvent], object] | None = None,
+    ) -> ConfigWatcher:
+        """Apply later changes of ``directory``'s ``cpu_affinity.json`` to the running loop.
+
+        Starts and returns a :class:`~mxrc.rt.ConfigWatcher` (a non-RT thread
+        that polls the file; it ends with the cycle thread, or call its
+        ``stop()``). ``directory`` None: ``MXRC_CONFIG_DIR``. An invalid change
+        is rejected with a logged ConfigError and the old settings stay.
+        """
+        from mxrc.rt._reconfig import DEFAULT_WATCH_INTERVAL_S, ConfigWatcher
+
+        self._running_tid("watch_config")
+        interval = DEFAULT_WATCH_INTERVAL_S if interval_s is None else interval_s
+        return ConfigWatcher(self, directory, interval_s=interval, on_event=on_event).start()
+
+    def _running_tid(self, what: str, *, changes: bool = True) -> int:
+        core = self._require_started(what)
+        tid = int(core.tid)
+        if tid == 0 or core.finished:
+            raise RuntimeError(f"{what}: the cycle thread of executive {self._name!r} has ended")
+        if changes and self.clock == "simulated":
+            from mxrc.errors import UnsupportedError
+
+            # the loop runs flat out without thread setup: SCHED_FIFO would starve the CPU
+            raise UnsupportedError(
+                f"{what}: executive {self._name!r} runs on the simulated clock, which applies "
+                "no affinity or scheduling; live changes apply to real-clock executives only"
+            )
+        return tid
+
     # ------------------------------------------------------------ state
 
     @property
@@ -601,6 +710,11 @@ class Executive:
     @property
     def deadline_ns(self) -> int:
         return self._deadline_ns
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the loop runs on: "monotonic", or "simulated" (virtual ns from 0)."""
+        return self._clock
 
     @property
     def state(self) -> RtState:

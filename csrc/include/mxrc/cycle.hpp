@@ -3,6 +3,11 @@
 // start + k·period (+ phase adjustments) with clock_nanosleep(TIMER_ABSTIME),
 // measures every cycle into a StatsBlock and follows the RT state machine.
 //
+// With ClockKind::Simulated the loop runs on a virtual clock instead: it
+// starts at t = 0, each release happens at once (no sleep; the clock jumps to
+// the release time), and only the bodies move the clock (sim_advance). Every
+// timestamp is then virtual and a run's stats depend on the bodies alone.
+//
 // Bodies (tiers 1 and 2) are plain function pointers with a target pointer:
 // calling one never allocates. The cycle thread never allocates, locks,
 // formats text or does I/O; requests from other threads (pause, resume, safe
@@ -29,6 +34,12 @@ namespace mxrc {
 enum class OverrunPolicy : int {
   Skip = 0,     // after an overrun, advance to the next future release (count the skipped ones)
   RunLate = 1,  // run every release, late ones immediately
+};
+
+// The clock the loop runs on.
+enum class ClockKind : int {
+  Monotonic = 0,  // CLOCK_MONOTONIC, clock_nanosleep to each release
+  Simulated = 1,  // virtual ns from 0; releases are immediate; bodies advance it
 };
 
 enum class ErrorPolicy : int {
@@ -76,6 +87,9 @@ struct ExecutiveConfig {
   bool allow_sched_fallback = false;  // EPERM for FIFO/RR: go on with the current policy
   std::string thread_name;            // pthread name (<= 15 bytes); empty: "mxrc-" + name
   std::uint32_t rusage_every = 100;   // cycles between getrusage(RUSAGE_THREAD) samples
+  // Simulated: the thread setup above and rusage sampling are not applied
+  // (the loop runs flat out as an ordinary thread; see docs/simulated-clock.md).
+  ClockKind clock = ClockKind::Monotonic;
 };
 
 // Run on the cycle thread outside the loop: thread_start before setup's end
@@ -134,6 +148,16 @@ class Executive {
   void exit_safe_mode() noexcept;
   void adjust_phase(std::int64_t delta_ns) noexcept;
 
+  // The loop's clock: virtual ns of a simulated executive (0 before its
+  // first release), CLOCK_MONOTONIC otherwise.
+  std::int64_t clock_ns() const noexcept;
+  bool simulated() const noexcept { return simulated_; }
+  // Simulated clock only: the running body consumed ns of virtual time. 0 ok;
+  // EINVAL for ns < 0 or when the clock would overflow; ENOTSUP on a real
+  // clock. Meant for the bodies (the cycle thread): from another thread the
+  // moment it lands is not deterministic.
+  int sim_advance(std::int64_t ns) noexcept;
+
   // Waits up to timeout_ns (< 0: forever) for the thread to end; joins it.
   // Any thread may call it, several at once; false on timeout, and when
   // called from the cycle thread itself (it cannot join itself).
@@ -168,6 +192,7 @@ class Executive {
   void loop() noexcept;
   void set_state(RtState s) noexcept;
   [[nodiscard]] int sleep_until(std::int64_t release_ns) noexcept;
+  std::int64_t now() const noexcept;  // clock_ns() for the loop
   void apply_requests() noexcept;
   void run_actions(const Action* actions, std::size_t n, std::uint64_t k, std::int64_t release,
                    std::int64_t wake) noexcept;
@@ -175,6 +200,7 @@ class Executive {
   friend struct ExecutiveApi;
 
   ExecutiveConfig config_;
+  bool simulated_ = false;  // config_.clock == Simulated
   StatsBlock* stats_;
   StatsWriter writer_;
   std::vector<Action> actions_;
@@ -205,6 +231,9 @@ class Executive {
   std::atomic<int> first_error_code_{0};
   std::atomic<std::int64_t> start_ns_{0};
   std::atomic<std::int64_t> pending_phase_ns_{0};
+  // Virtual time of a simulated executive: written by the cycle thread (the
+  // loop and its bodies), atomic so that other threads may read it.
+  std::atomic<std::int64_t> sim_now_ns_{0};
   std::atomic<std::int32_t> pause_req_{0};  // +1 pause, -1 resume
   std::atomic<std::int32_t> safe_req_{0};   // +1 enter, -1 exit
   std::atomic<bool> error_stop_{false};

@@ -43,7 +43,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
-from mxrc.bus import Segment, StatsSlot
+from mxrc.bus import BusCounters, Priority, Segment, StatsSlot
 from mxrc.rt._cgroup import cpuset_info
 from mxrc.rt._isolation import isolated_cpus
 from mxrc.rt._perf import CycleStats, LatencyHistogram, StatsSource, read_stats
@@ -59,9 +59,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUCKETS_US",
+    "DEFAULT_BUS_PROCESS_LABEL",
     "DEFAULT_PROCESS_LABEL",
     "DEFAULT_RESIDENCY_INTERVAL_S",
     "DEFAULT_WINDOW_S",
+    "BusCollector",
     "MetricsServer",
     "RtCollector",
     "Units",
@@ -640,6 +642,185 @@ class RtCollector:
             return _ResidencyCache(now, None, None)
         r = sample.residency
         return _ResidencyCache(now, r.local_node, 100.0 * r.local_ratio)
+
+
+# ---------------------------------------------------------------- the event bus
+
+DEFAULT_BUS_PROCESS_LABEL = "agent"
+"""Default ``process`` label of :class:`BusCollector`: the role that runs the EventBus."""
+
+_BUS_LABELS = ("process", "bus")
+_BusFamily = CounterMetricFamily | GaugeMetricFamily
+_BUS_COUNTERS = {
+    "dispatched": (
+        "mxrc_bus_events_dispatched_total",
+        "Events taken off the queues and dispatched.",
+    ),
+    "delivered": ("mxrc_bus_events_delivered_total", "Handler calls that returned normally."),
+    "handler_errors": (
+        "mxrc_bus_handler_errors_total",
+        "Handler or filter calls that raised (dispatch went on).",
+    ),
+    "observer_errors": ("mxrc_bus_observer_errors_total", "Observer hook calls that raised."),
+    "unhandled": (
+        "mxrc_bus_events_unhandled_total",
+        "Events dispatched that no handler received and no transport forwarded.",
+    ),
+}
+_BUS_TRANSPORT_COUNTERS = {
+    "received": (
+        "mxrc_bus_transport_received_total",
+        "Records received from the transport and published into the bus (admission applies).",
+    ),
+    "decode_errors": (
+        "mxrc_bus_transport_decode_errors_total",
+        "Records received from the transport that were not valid events.",
+    ),
+    "forwarded": (
+        "mxrc_bus_transport_forwarded_total",
+        "Events sent to the transport and accepted by it.",
+    ),
+    "forward_dropped": (
+        "mxrc_bus_transport_dropped_total",
+        "Events the transport refused (ring full, admission) or whose send failed.",
+    ),
+}
+
+
+class BusCollector:
+    """A ``prometheus_client`` collector of :class:`~mxrc.bus.EventBus` counters.
+
+    ``buses``: :class:`~mxrc.bus.EventBus` objects (or anything whose
+    ``counters()`` returns :class:`~mxrc.bus.BusCounters`); more with
+    :meth:`add`. Every series has the labels ``process`` (default
+    ``"agent"``) and ``bus`` (the bus's name). Metrics: counters
+    ``mxrc_bus_events_published_total`` and ``mxrc_bus_events_dropped_total``
+    (label ``priority``: critical, high, normal, low),
+    ``mxrc_bus_events_dispatched_total``, ``mxrc_bus_events_delivered_total``,
+    ``mxrc_bus_handler_errors_total``, ``mxrc_bus_observer_errors_total``,
+    ``mxrc_bus_events_unhandled_total``, per transport (label ``transport``)
+    ``mxrc_bus_transport_{received,decode_errors,forwarded,dropped}_total``;
+    gauges ``mxrc_bus_queue_depth`` and ``mxrc_bus_queue_capacity`` (label
+    ``queue``: events, critical) and ``mxrc_bus_critical_overflow`` (sticky 0/1).
+    See ``docs/eventbus.md``.
+    """
+
+    def __init__(self, *buses: object, process: str = DEFAULT_BUS_PROCESS_LABEL) -> None:
+        self._default_process = process
+        self._lock = threading.Lock()
+        self._sources: list[tuple[object, str, Callable[[], BusCounters]]] = []
+        self._warned: set[tuple[str, str]] = set()
+        for bus in buses:
+            self.add(bus)
+
+    def add(self, bus: object, *, process: str | None = None) -> None:
+        """Collect ``bus``'s counters too, labelled ``process``."""
+        read = getattr(bus, "counters", None)
+        if not callable(read):
+            raise TypeError(
+                "a bus metrics source must be an mxrc.bus.EventBus (or have a counters() method "
+                f"returning BusCounters); got {type(bus).__name__}"
+            )
+        label = self._default_process if process is None else process
+        with self._lock:
+            if any(s[0] is bus for s in self._sources):
+                raise ValueError(f"{bus!r} is already a source of this collector")
+            self._sources.append((bus, label, cast(Callable[[], BusCounters], read)))
+
+    def remove(self, bus: object) -> None:
+        """Stop collecting ``bus``; ValueError when it is not a source."""
+        with self._lock:
+            for i, s in enumerate(self._sources):
+                if s[0] is bus:
+                    del self._sources[i]
+                    return
+        raise ValueError(f"{bus!r} is not a source of this collector")
+
+    @property
+    def sources(self) -> list[object]:
+        """The buses, in the order added."""
+        with self._lock:
+            return [s[0] for s in self._sources]
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families without samples."""
+        return iter(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        """Read every bus's counters now and yield the metric families."""
+        with self._lock:
+            sources = list(self._sources)
+        fam = self._families()
+        seen: set[tuple[str, str]] = set()
+        for obj, process, read in sources:
+            try:
+                c = read()
+            except Exception as exc:  # one broken source must not fail the scrape
+                _log.warning("metrics: cannot read bus %r: %s", obj, exc)
+                continue
+            key = (process, c.name)
+            if key in seen:
+                if key not in self._warned:
+                    self._warned.add(key)
+                    _log.warning(
+                        "metrics: two event buses labelled process=%r bus=%r; only the first is "
+                        "reported (give the buses different names)",
+                        *key,
+                    )
+                continue
+            seen.add(key)
+            labels = [process, c.name]
+            for p in Priority:
+                prio = [*labels, p.name.lower()]
+                fam["published"].add_metric(prio, float(c.published.get(p, 0)))
+                fam["dropped"].add_metric(prio, float(c.dropped.get(p, 0)))
+            for attr in _BUS_COUNTERS:
+                fam[attr].add_metric(labels, float(getattr(c, attr)))
+            for queue, depth, cap in (
+                ("events", c.queue_depth, c.capacity),
+                ("critical", c.critical_depth, c.critical_capacity),
+            ):
+                fam["depth"].add_metric([*labels, queue], float(depth))
+                fam["capacity"].add_metric([*labels, queue], float(cap))
+            fam["overflow"].add_metric(labels, 1.0 if c.critical_overflow else 0.0)
+            for tname, t in c.transports.items():
+                for attr in _BUS_TRANSPORT_COUNTERS:
+                    fam[attr].add_metric([*labels, tname], float(getattr(t, attr)))
+        return iter(fam.values())
+
+    def _families(self) -> dict[str, _BusFamily]:
+        prio = [*_BUS_LABELS, "priority"]
+        queue = [*_BUS_LABELS, "queue"]
+        transport = [*_BUS_LABELS, "transport"]
+        fam: dict[str, _BusFamily] = {
+            "published": CounterMetricFamily(
+                "mxrc_bus_events_published_total",
+                "Events admitted into the bus (published or received from a transport).",
+                labels=prio,
+            ),
+            "dropped": CounterMetricFamily(
+                "mxrc_bus_events_dropped_total",
+                "Events refused: admission thresholds (low >= 80 %, normal >= 90 %, high at 100 "
+                "% full), a full critical queue, or a closed bus.",
+                labels=prio,
+            ),
+        }
+        for attr, (name, doc) in _BUS_COUNTERS.items():
+            fam[attr] = CounterMetricFamily(name, doc, labels=_BUS_LABELS)
+        fam["depth"] = GaugeMetricFamily(
+            "mxrc_bus_queue_depth", "Events waiting to be dispatched.", labels=queue
+        )
+        fam["capacity"] = GaugeMetricFamily(
+            "mxrc_bus_queue_capacity", "Bound of the queue, events.", labels=queue
+        )
+        fam["overflow"] = GaugeMetricFamily(
+            "mxrc_bus_critical_overflow",
+            "1 once a CRITICAL event was dropped because the critical queue was full (sticky).",
+            labels=_BUS_LABELS,
+        )
+        for attr, (name, doc) in _BUS_TRANSPORT_COUNTERS.items():
+            fam[attr] = CounterMetricFamily(name, doc, labels=transport)
+        return fam
 
 
 def _check_buckets(buckets_us: Sequence[float]) -> tuple[float, ...]:

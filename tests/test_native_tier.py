@@ -75,7 +75,7 @@ def _counters(n: int = 8) -> ctypes.Array[ctypes.c_uint64]:
 def test_header_sizes_match_the_core() -> None:
     from mxrc._native import _core
 
-    assert _core.cycle.ABI_VERSION == 2  # 2: clock_ns, sim_advance (simulated clock)
+    assert _core.cycle.ABI_VERSION == 3  # 3: data store and event entries
     assert _core.cycle.CTX_SIZE % 8 == 0
     assert (Path(get_include()) / "mxrc.h").is_file()
     assert (Path(get_include()) / "mxrc.pxd").is_file()

@@ -50,7 +50,7 @@ def test_create_attach_and_header(instance: str) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o660
         h = seg.header
         assert h["magic"] == bus.MAGIC
-        assert h["layout_version"] == LAYOUT_VERSION == 1
+        assert h["layout_version"] == LAYOUT_VERSION == 2
         assert h["owner_pid"] == os.getpid()
         assert h["generation"] == 1
         assert h["max_stats"] == 4
@@ -158,14 +158,18 @@ def test_attach_refuses_a_foreign_file(instance: str) -> None:
         Segment.attach(instance)
 
 
-def test_attach_refuses_another_layout_version(instance: str) -> None:
-    _fake(instance, struct.pack("<QII", bus.MAGIC, 2, 256) + bytes(4096))
-    with pytest.raises(SegmentError, match="layout v2, this mxrc reads v1: upgrade/downgrade"):
+@pytest.mark.parametrize("version", [1, 3])
+def test_attach_refuses_another_layout_version(instance: str, version: int) -> None:
+    # a v1 header: magic, version, header size 256, total size, generation ...
+    _fake(instance, struct.pack("<QIIQQ", bus.MAGIC, version, 256, 4096, 1) + bytes(4096))
+    with pytest.raises(
+        SegmentError, match=f"layout v{version}, this mxrc reads v2: upgrade/downgrade"
+    ):
         Segment.attach(instance)
 
 
 def test_attach_refuses_an_inconsistent_header(instance: str) -> None:
-    _fake(instance, struct.pack("<QIIQ", bus.MAGIC, 1, 256, 1 << 40) + bytes(4096))
+    _fake(instance, struct.pack("<QIIQ", bus.MAGIC, 2, 384, 1 << 40) + bytes(4096))
     with pytest.raises(SegmentError, match="inconsistent header"):
         Segment.attach(instance)
 

@@ -1,4 +1,5 @@
-// mxrc._core.bus: the shared-memory segment, stats blocks and histograms.
+// mxrc._core.bus: the shared-memory segment, stats blocks, histograms, rings
+// (rings.cpp) and the agent's heartbeat words.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -14,6 +15,7 @@
 #include "mxrc/segment.hpp"
 #include "mxrc/stats.hpp"
 #include "register.hpp"
+#include "rings.hpp"
 #include "stats_slot.hpp"
 
 namespace py = pybind11;
@@ -96,7 +98,44 @@ py::dict header_dict(const SegmentHeaderInfo& h) {
   d["max_stats"] = h.max_stats;
   d["stats_offset"] = h.stats_offset;
   d["stats_slot_size"] = h.stats_slot_size;
+  d["agent_heartbeat_ns"] = h.agent_heartbeat_ns;
+  d["agent_pid"] = h.agent_pid;
+  d["agent_generation"] = h.agent_generation;
+  d["critical_overflow"] = h.critical_overflow != 0;
+  d["ring_sets_offset"] = h.ring_sets_offset;
+  d["ring_set_size"] = h.ring_set_size;
+  py::dict caps;
+  for (uint32_t k = 0; k < kRingKinds; ++k) {
+    caps[ring_kind_name(static_cast<RingKind>(k))] = h.ring_capacities.of(static_cast<RingKind>(k));
+  }
+  d["ring_capacities"] = caps;
+  d["datastore_offset"] = h.datastore_offset;
+  d["datastore_bytes"] = h.datastore_bytes;
+  d["datastore_slots"] = h.datastore_slots;
   return d;
+}
+
+py::dict agent_dict(const AgentHeartbeat& a) {
+  py::dict d;
+  d["heartbeat_ns"] = a.heartbeat_ns;
+  d["pid"] = a.pid;
+  d["generation"] = a.generation;
+  return d;
+}
+
+// A region of a segment's mapping, exposed through the buffer protocol
+// (memoryview(region), numpy.frombuffer(region)); keeps the mapping alive.
+struct PyRegion {
+  std::shared_ptr<void> keepalive;
+  void* data;
+  std::size_t size;
+};
+
+StatsSlot slot_with_rings(const Segment& seg, std::shared_ptr<void> keepalive, StatsBlock* block) {
+  StatsSlot slot{std::move(keepalive), block};
+  const int index = seg.slot_index_of(block);
+  if (index >= 0) slot.rings = seg.ring_set(static_cast<uint32_t>(index));
+  return slot;
 }
 
 StatsSlot make_private(const std::string& name) {
@@ -224,7 +263,11 @@ py::dict slot_info_dict(const SlotInfo& s) {
 }  // namespace
 
 void register_bus(py::module_& m) {
+  register_rings(m);
   m.attr("LAYOUT_VERSION") = kSegmentLayoutVersion;
+  m.attr("DEFAULT_DATASTORE_REGION_BYTES") = kDefaultDatastoreRegionBytes;
+  m.attr("MAX_DATASTORE_REGION_BYTES") = kMaxDatastoreRegionBytes;
+  m.attr("SEGMENT_HEADER_SIZE") = sizeof(SegmentHeader);
   m.attr("MAGIC") = kSegmentMagic;
   m.attr("DEFAULT_MAX_STATS") = kDefaultMaxStats;
   m.attr("STATS_NAME_MAX") = kStatsNameMax;
@@ -295,6 +338,13 @@ void register_bus(py::module_& m) {
           [](const StatsSlot& s) { return s.block->heartbeat_ns.load(std::memory_order_acquire); })
       .def_property_readonly(
           "address", [](const StatsSlot& s) { return reinterpret_cast<uintptr_t>(s.block); })
+      .def_property_readonly(
+          "rings",
+          [](const StatsSlot& s) -> py::object {
+            if (!s.rings.valid()) return py::none();
+            return py::cast(PyRingSet{s.keepalive, s.rings});
+          },
+          "the slot's ring set in the segment, or None for a standalone block")
       .def(
           "read",
           [](const StatsSlot& s, int max_retries) { return read_dict(s.block, max_retries); },
@@ -303,9 +353,44 @@ void register_bus(py::module_& m) {
   m.def("private_stats", &make_private, py::arg("name"),
         "a standalone zeroed stats block (for executives without a segment)");
 
+  py::class_<PyRegion>(m, "Region", py::buffer_protocol(),
+                       "a writable region of a segment (buffer protocol); keeps it mapped")
+      .def_buffer([](PyRegion& r) {
+        return py::buffer_info(r.data, 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(r.size)}, {py::ssize_t{1}});
+      })
+      .def_property_readonly("address",
+                             [](const PyRegion& r) { return reinterpret_cast<uintptr_t>(r.data); })
+      .def_property_readonly("size", [](const PyRegion& r) { return r.size; })
+      .def("__len__", [](const PyRegion& r) { return r.size; });
+
+  const RingCapacities default_caps;
   py::class_<Segment, std::shared_ptr<Segment>>(m, "Segment")
-      .def_static("create", &Segment::create, py::arg("instance"),
-                  py::arg("max_stats") = kDefaultMaxStats)
+      .def_static(
+          "create",
+          [](const std::string& instance, uint32_t max_stats, uint32_t log_ring_capacity,
+             uint32_t span_ring_capacity, uint32_t event_ring_capacity,
+             uint32_t critical_ring_capacity, uint32_t command_ring_capacity,
+             uint64_t datastore_region_bytes, uint32_t datastore_slots) {
+            SegmentOptions o;
+            o.max_stats = max_stats;
+            o.rings.log = log_ring_capacity;
+            o.rings.span = span_ring_capacity;
+            o.rings.event = event_ring_capacity;
+            o.rings.critical = critical_ring_capacity;
+            o.rings.command = command_ring_capacity;
+            o.datastore_region_bytes = datastore_region_bytes;
+            o.datastore_slots = datastore_slots;
+            return Segment::create(instance, o);
+          },
+          py::arg("instance"), py::arg("max_stats") = kDefaultMaxStats,
+          py::arg("log_ring_capacity") = default_caps.log,
+          py::arg("span_ring_capacity") = default_caps.span,
+          py::arg("event_ring_capacity") = default_caps.event,
+          py::arg("critical_ring_capacity") = default_caps.critical,
+          py::arg("command_ring_capacity") = default_caps.command,
+          py::arg("datastore_region_bytes") = kDefaultDatastoreRegionBytes,
+          py::arg("datastore_slots") = SegmentOptions{}.datastore_slots)
       .def_static("attach", &Segment::attach, py::arg("instance"))
       .def_static("remove", &Segment::remove, py::arg("instance"), py::arg("force") = false)
       .def_static("unlink", &Segment::remove, py::arg("instance"), py::arg("force") = false,
@@ -324,7 +409,7 @@ void register_bus(py::module_& m) {
           "claim_stats",
           [](Segment& s, const std::string& name) {
             std::shared_ptr<StatsBlock> b = s.claim_stats(name);
-            return StatsSlot{b, b.get()};
+            return slot_with_rings(s, b, b.get());
           },
           py::arg("name"))
       .def("slots",
@@ -339,9 +424,35 @@ void register_bus(py::module_& m) {
             const StatsBlock* b = s.find_stats(name);
             if (!b) return py::none();
             // Read-only use: the slot handle keeps the mapping, not a claim.
-            return py::cast(StatsSlot{s.keepalive(), const_cast<StatsBlock*>(b)});
+            return py::cast(slot_with_rings(s, s.keepalive(), const_cast<StatsBlock*>(b)));
           },
-          py::arg("name"), "a reading handle on the claimed/released block `name`, or None");
+          py::arg("name"), "a reading handle on the claimed/released block `name`, or None")
+      .def("find_slot", &Segment::find_slot, py::arg("name"))
+      .def(
+          "ring_set",
+          [](const Segment& s, uint32_t index) {
+            return PyRingSet{s.keepalive(), s.ring_set(index)};
+          },
+          py::arg("slot_index"))
+      .def(
+          "rings",
+          [](const Segment& s, const std::string& name) -> py::object {
+            const int i = s.find_slot(name);
+            if (i < 0) return py::none();
+            return py::cast(PyRingSet{s.keepalive(), s.ring_set(static_cast<uint32_t>(i))});
+          },
+          py::arg("name"), "the ring set of the claimed/released slot `name`, or None")
+      .def("datastore_region",
+           [](const Segment& s) {
+             const SegmentRegion r = s.datastore_region();
+             return PyRegion{s.keepalive(), r.data, r.size};
+           })
+      .def_property_readonly("critical_overflow", &Segment::critical_overflow)
+      .def("clear_critical_overflow", &Segment::clear_critical_overflow)
+      .def("agent_heartbeat", [](const Segment& s) { return agent_dict(s.agent_heartbeat()); })
+      .def("attach_agent", &Segment::attach_agent)
+      .def("beat_agent", &Segment::beat_agent, py::arg("now_ns") = 0)
+      .def("detach_agent", &Segment::detach_agent);
 
   // Test-only: StatsWriter driven from Python (holds the slot alive).
   py::class_<PyStatsWriter>(m, "_StatsWriter")

@@ -51,4 +51,6 @@ PYBIND11_MODULE(_core, m) {
   mxrc::bindings::register_cycle(cycle);
   auto demo = m.def_submodule("demo", "the demo control task of `mxrc run` (native body)");
   mxrc::bindings::register_demo(demo);
+  auto datastore = m.def_submodule("datastore", "the data store: typed slots with versions");
+  mxrc::bindings::register_datastore(datastore);
 }

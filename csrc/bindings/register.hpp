@@ -10,4 +10,5 @@ void register_clock(pybind11::module_& m);
 void register_bus(pybind11::module_& m);
 void register_cycle(pybind11::module_& m);
 void register_demo(pybind11::module_& m);
+void register_datastore(pybind11::module_& m);
 }  // namespace mxrc::bindings

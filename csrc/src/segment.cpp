@@ -95,9 +95,29 @@ SegmentHeader* header_at(void* addr) noexcept {
   return std::launder(reinterpret_cast<SegmentHeader*>(addr));
 }
 
-std::size_t segment_bytes(uint32_t max_stats) noexcept {
-  return round_up(sizeof(SegmentHeader) + std::size_t{max_stats} * sizeof(StatsSlotEntry),
-                  page_size());
+constexpr std::size_t kRegionAlign = 64;
+
+// Where each part of a v2 segment goes.
+struct Layout {
+  std::size_t stats_offset = 0;
+  std::size_t ring_sets_offset = 0;
+  std::size_t ring_set_size = 0;
+  std::size_t datastore_offset = 0;
+  std::size_t datastore_bytes = 0;
+  std::size_t total = 0;
+};
+
+Layout layout_for(const SegmentOptions& o) {
+  Layout l;
+  l.stats_offset = sizeof(SegmentHeader);
+  l.ring_sets_offset =
+      round_up(l.stats_offset + std::size_t{o.max_stats} * sizeof(StatsSlotEntry), kRegionAlign);
+  l.ring_set_size = ring_set_bytes(o.rings);
+  l.datastore_offset =
+      round_up(l.ring_sets_offset + std::size_t{o.max_stats} * l.ring_set_size, kRegionAlign);
+  l.datastore_bytes = static_cast<std::size_t>(o.datastore_region_bytes);
+  l.total = round_up(l.datastore_offset + l.datastore_bytes, page_size());
+  return l;
 }
 
 std::string read_name(const StatsBlock& b) {
@@ -120,6 +140,12 @@ struct Segment::Mapping {
   std::size_t stats_offset = 0;
   std::size_t slot_size = 0;
   uint32_t slot_count = 0;
+  std::size_t ring_sets_offset = 0;
+  std::size_t ring_set_size = 0;
+  RingCapacities ring_caps;
+  std::size_t datastore_offset = 0;
+  std::size_t datastore_bytes = 0;
+  std::vector<RingSet> ring_sets;  // one per slot, views into this mapping
 
   ~Mapping() {
     if (addr) ::munmap(addr, size);
@@ -221,6 +247,36 @@ HeaderPeek peek_header(int fd) noexcept {
   return {h->owner_pid.load(kAcq), h->generation.load(kAcq)};
 }
 
+// Whether another open file description holds the segment's exclusive lock.
+bool lock_held_elsewhere(int fd) noexcept {
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
+    ::flock(fd, LOCK_UN);
+    return false;
+  }
+  return errno == EWOULDBLOCK;
+}
+
+// A creator (or reclaimer) sizes and initialises the segment under its lock
+// and publishes the magic last; a large segment takes milliseconds. Wait for
+// it (up to 2 s) instead of calling its segment foreign. Without a lock
+// holder only a short grace is given (the creator takes the lock just after
+// creating the name).
+void wait_while_initialising(int fd) noexcept {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  for (;;) {
+    struct stat st{};
+    uint64_t magic = 0;
+    const bool ready = ::fstat(fd, &st) == 0 && st.st_size >= 2 * 8 &&
+                       ::pread(fd, &magic, sizeof magic, 0) == sizeof magic && magic != 0;
+    if (ready) return;
+    const auto waited = Clock::now() - start;
+    if (waited > std::chrono::seconds(2)) return;
+    if (waited > std::chrono::milliseconds(50) && !lock_held_elsewhere(fd)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 [[noreturn]] void throw_in_use(const std::string& instance, int fd) {
   const int32_t pid = peek_header(fd).owner_pid;
   std::string who = pid > 0 ? "live process pid " + std::to_string(pid) : "another live process";
@@ -238,11 +294,25 @@ Segment::Segment(std::string instance, std::shared_ptr<Mapping> mapping, bool ow
 Segment::~Segment() { close(); }
 
 std::shared_ptr<Segment> Segment::create(const std::string& instance, uint32_t max_stats) {
+  SegmentOptions options;
+  options.max_stats = max_stats;
+  return create(instance, options);
+}
+
+std::shared_ptr<Segment> Segment::create(const std::string& instance,
+                                         const SegmentOptions& options) {
   const std::string name = segment_shm_name(instance);
+  const uint32_t max_stats = options.max_stats;
   if (max_stats < 1 || max_stats > kMaxStatsLimit) {
     throw std::invalid_argument("max_stats must be 1.." + std::to_string(kMaxStatsLimit) +
                                 ", got " + std::to_string(max_stats));
   }
+  if (options.datastore_region_bytes > kMaxDatastoreRegionBytes) {
+    throw std::invalid_argument("datastore_region_bytes must be at most " +
+                                std::to_string(kMaxDatastoreRegionBytes) + ", got " +
+                                std::to_string(options.datastore_region_bytes));
+  }
+  const Layout layout = layout_for(options);  // validates the ring capacities
   int raw = -1;
   bool existed = false;
   for (int attempt = 0; attempt < 5 && raw < 0; ++attempt) {
@@ -275,7 +345,7 @@ std::shared_ptr<Segment> Segment::create(const std::string& instance, uint32_t m
   if (!existed) (void)::fchmod(fd.fd, 0660);  // undo the umask
 
   const uint64_t old_generation = existed ? peek_header(fd.fd).generation : 0;
-  const std::size_t size = segment_bytes(max_stats);
+  const std::size_t size = layout.total;
   // Never shrink a reclaimed file: a dead owner's readers may still map it.
   struct stat st{};
   if (::fstat(fd.fd, &st) != 0) {
@@ -300,9 +370,14 @@ std::shared_ptr<Segment> Segment::create(const std::string& instance, uint32_t m
   mapping->fd = fd.release();
   mapping->shm_name = name;
   mapping->owner = true;
-  mapping->stats_offset = sizeof(SegmentHeader);
+  mapping->stats_offset = layout.stats_offset;
   mapping->slot_size = sizeof(StatsSlotEntry);
   mapping->slot_count = max_stats;
+  mapping->ring_sets_offset = layout.ring_sets_offset;
+  mapping->ring_set_size = layout.ring_set_size;
+  mapping->ring_caps = options.rings;
+  mapping->datastore_offset = layout.datastore_offset;
+  mapping->datastore_bytes = layout.datastore_bytes;
 
   // Initialise: magic cleared first, published last.
   auto* h = new (addr) SegmentHeader;
@@ -316,17 +391,40 @@ std::shared_ptr<Segment> Segment::create(const std::string& instance, uint32_t m
   h->wallclock_offset_ns.store(wallclock_offset_now_ns(), kRelaxed);
   h->owner_pid.store(static_cast<int32_t>(::getpid()), kRelaxed);
   h->max_stats.store(max_stats, kRelaxed);
-  h->stats_offset.store(sizeof(SegmentHeader), kRelaxed);
+  h->stats_offset.store(layout.stats_offset, kRelaxed);
   h->stats_slot_size.store(sizeof(StatsSlotEntry), kRelaxed);
+  h->agent_heartbeat_ns.store(0, kRelaxed);
+  h->agent_pid.store(0, kRelaxed);
+  h->critical_overflow.store(0, kRelaxed);
+  h->agent_generation.store(0, kRelaxed);
+  h->ring_sets_offset.store(layout.ring_sets_offset, kRelaxed);
+  h->ring_set_size.store(layout.ring_set_size, kRelaxed);
+  for (uint32_t k = 0; k < kRingKinds; ++k) {
+    h->ring_capacity[k].store(options.rings.of(static_cast<RingKind>(k)), kRelaxed);
+    h->ring_record_size[k].store(kRingRecordSize[k], kRelaxed);
+  }
+  h->datastore_offset.store(layout.datastore_offset, kRelaxed);
+  h->datastore_bytes.store(layout.datastore_bytes, kRelaxed);
+  h->datastore_slots.store(options.datastore_slots, kRelaxed);
+  h->reserved32.store(0, kRelaxed);
   for (auto& r : h->reserved) r.store(0, kRelaxed);
-  auto* slots = static_cast<char*>(addr) + sizeof(SegmentHeader);
+  auto* base = static_cast<char*>(addr);
   for (uint32_t i = 0; i < max_stats; ++i) {
-    auto* e = new (slots + std::size_t{i} * sizeof(StatsSlotEntry)) StatsSlotEntry;
+    auto* e =
+        new (base + layout.stats_offset + std::size_t{i} * sizeof(StatsSlotEntry)) StatsSlotEntry;
     e->control.store(make_control(SlotState::Free, 0), kRelaxed);
     e->claim_count.store(0, kRelaxed);
     e->block.seq.store(0, kRelaxed);
     reset_stats_block(&e->block, "");
   }
+  mapping->ring_sets.reserve(max_stats);
+  for (uint32_t i = 0; i < max_stats; ++i) {
+    mapping->ring_sets.push_back(
+        RingSet::format(base + layout.ring_sets_offset + std::size_t{i} * layout.ring_set_size,
+                        options.rings, i, &h->critical_overflow));
+  }
+  // The data store region starts zero-filled; its format belongs to DataStore.
+  std::memset(base + layout.datastore_offset, 0, layout.datastore_bytes);
   h->magic.store(kSegmentMagic, kRel);
 
   return std::shared_ptr<Segment>(new Segment(instance, std::move(mapping), true));
@@ -343,6 +441,7 @@ std::shared_ptr<Segment> Segment::attach(const std::string& instance) {
     throw SystemError(errno, "shm_open", "cannot open " + path);
   }
   Fd fd(raw);
+  wait_while_initialising(fd.fd);
   struct stat st{};
   if (::fstat(fd.fd, &st) != 0) throw SystemError(errno, "fstat", "cannot stat " + path);
   const auto file_size = static_cast<std::size_t>(st.st_size);
@@ -372,6 +471,18 @@ std::shared_ptr<Segment> Segment::attach(const std::string& instance) {
     info.max_stats = h->max_stats.load(kAcq);
     info.stats_offset = h->stats_offset.load(kAcq);
     info.stats_slot_size = h->stats_slot_size.load(kAcq);
+    info.ring_sets_offset = h->ring_sets_offset.load(kAcq);
+    info.ring_set_size = h->ring_set_size.load(kAcq);
+    info.ring_capacities.log = h->ring_capacity[0].load(kAcq);
+    info.ring_capacities.span = h->ring_capacity[1].load(kAcq);
+    info.ring_capacities.event = h->ring_capacity[2].load(kAcq);
+    info.ring_capacities.critical = h->ring_capacity[3].load(kAcq);
+    info.ring_capacities.command = h->ring_capacity[4].load(kAcq);
+    for (uint32_t k = 0; k < kRingKinds; ++k) {
+      if (h->ring_record_size[k].load(kAcq) != kRingRecordSize[k]) info.ring_set_size = 0;
+    }
+    info.datastore_offset = h->datastore_offset.load(kAcq);
+    info.datastore_bytes = h->datastore_bytes.load(kAcq);
   }
   const bool sizes_ok =
       info.header_size == sizeof(SegmentHeader) && info.stats_slot_size == sizeof(StatsSlotEntry) &&
@@ -386,6 +497,35 @@ std::shared_ptr<Segment> Segment::attach(const std::string& instance) {
                        std::to_string(info.total_size) + ", file " + std::to_string(file_size) +
                        ")");
   }
+  // The region table: ring sets after the stats slots, the data store after
+  // the ring sets, everything inside the mapping and as this version lays it out.
+  std::size_t expected_set_size = 0;
+  try {
+    expected_set_size = ring_set_bytes(info.ring_capacities);
+  } catch (const std::invalid_argument&) {
+    expected_set_size = 0;
+  }
+  const uint64_t stats_end = info.stats_offset + uint64_t{info.max_stats} * info.stats_slot_size;
+  const uint64_t rings_end = info.ring_sets_offset + uint64_t{info.max_stats} * info.ring_set_size;
+  const bool regions_ok =
+      expected_set_size != 0 && info.ring_set_size == expected_set_size &&
+      info.ring_sets_offset % kRegionAlign == 0 && info.ring_sets_offset >= stats_end &&
+      info.datastore_offset % kRegionAlign == 0 && info.datastore_offset >= rings_end &&
+      info.datastore_bytes <= kMaxDatastoreRegionBytes &&
+      info.datastore_offset + info.datastore_bytes <= info.total_size;
+  if (!regions_ok) {
+    throw SegmentError(
+        foreign + "inconsistent region table (ring sets at " +
+        std::to_string(info.ring_sets_offset) + ", " + std::to_string(info.ring_set_size) +
+        " bytes each, expected " + std::to_string(expected_set_size) + " for capacities log " +
+        std::to_string(info.ring_capacities.log) + "/span " +
+        std::to_string(info.ring_capacities.span) + "/event " +
+        std::to_string(info.ring_capacities.event) + "/critical " +
+        std::to_string(info.ring_capacities.critical) + "/command " +
+        std::to_string(info.ring_capacities.command) + "; data store at " +
+        std::to_string(info.datastore_offset) + ", " + std::to_string(info.datastore_bytes) +
+        " bytes; total " + std::to_string(info.total_size) + ")");
+  }
   const auto size = static_cast<std::size_t>(info.total_size);
   void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.fd, 0);
   if (addr == MAP_FAILED) throw SystemError(errno, "mmap", "cannot map " + path);
@@ -398,6 +538,23 @@ std::shared_ptr<Segment> Segment::attach(const std::string& instance) {
   mapping->stats_offset = static_cast<std::size_t>(info.stats_offset);
   mapping->slot_size = static_cast<std::size_t>(info.stats_slot_size);
   mapping->slot_count = info.max_stats;
+  mapping->ring_sets_offset = static_cast<std::size_t>(info.ring_sets_offset);
+  mapping->ring_set_size = static_cast<std::size_t>(info.ring_set_size);
+  mapping->ring_caps = info.ring_capacities;
+  mapping->datastore_offset = static_cast<std::size_t>(info.datastore_offset);
+  mapping->datastore_bytes = static_cast<std::size_t>(info.datastore_bytes);
+  auto* base = static_cast<char*>(addr);
+  auto* flag = &mapping->header()->critical_overflow;
+  mapping->ring_sets.reserve(info.max_stats);
+  for (uint32_t i = 0; i < info.max_stats; ++i) {
+    try {
+      mapping->ring_sets.push_back(RingSet::attach(
+          base + mapping->ring_sets_offset + std::size_t{i} * mapping->ring_set_size,
+          mapping->ring_set_size, mapping->ring_caps, flag));
+    } catch (const std::runtime_error& e) {
+      throw SegmentError(foreign + "ring set of stats slot " + std::to_string(i) + ": " + e.what());
+    }
+  }
   return std::shared_ptr<Segment>(new Segment(instance, std::move(mapping), false));
 }
 
@@ -450,6 +607,16 @@ SegmentHeaderInfo Segment::header() const {
   i.max_stats = h->max_stats.load(kAcq);
   i.stats_offset = h->stats_offset.load(kAcq);
   i.stats_slot_size = h->stats_slot_size.load(kAcq);
+  i.agent_heartbeat_ns = h->agent_heartbeat_ns.load(kAcq);
+  i.agent_pid = h->agent_pid.load(kAcq);
+  i.critical_overflow = h->critical_overflow.load(kAcq);
+  i.agent_generation = h->agent_generation.load(kAcq);
+  i.ring_sets_offset = h->ring_sets_offset.load(kAcq);
+  i.ring_set_size = h->ring_set_size.load(kAcq);
+  i.ring_capacities = checked()->ring_caps;
+  i.datastore_offset = h->datastore_offset.load(kAcq);
+  i.datastore_bytes = h->datastore_bytes.load(kAcq);
+  i.datastore_slots = h->datastore_slots.load(kAcq);
   return i;
 }
 
@@ -500,22 +667,93 @@ std::vector<SlotInfo> Segment::slots() const {
   return out;
 }
 
-const StatsBlock* Segment::find_stats(const std::string& name) const {
+int Segment::find_slot(const std::string& name) const {
   const auto& m = checked();
   const uint32_t n = m->max_stats();
   // A live claim wins over a released block or one whose claimer died.
-  const StatsBlock* fallback = nullptr;
+  int fallback = -1;
   for (uint32_t i = 0; i < n; ++i) {
     const StatsSlotEntry* e = m->slot(i);
     const uint64_t c = e->control.load(kAcq);
     const SlotState s = control_state(c);
     if (s != SlotState::Claimed && s != SlotState::Released) continue;
     if (read_name(e->block) != name) continue;
-    if (s == SlotState::Claimed && !process_dead(control_pid(c))) return &e->block;
-    if (!fallback) fallback = &e->block;
+    if (s == SlotState::Claimed && !process_dead(control_pid(c))) return static_cast<int>(i);
+    if (fallback < 0) fallback = static_cast<int>(i);
   }
   return fallback;
 }
+
+const StatsBlock* Segment::find_stats(const std::string& name) const {
+  const int i = find_slot(name);
+  return i < 0 ? nullptr : &checked()->slot(static_cast<uint32_t>(i))->block;
+}
+
+int Segment::slot_index_of(const StatsBlock* block) const {
+  const auto& m = checked();
+  for (uint32_t i = 0; i < m->max_stats(); ++i) {
+    if (&m->slot(i)->block == block) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+RingSet Segment::ring_set(uint32_t slot_index) const {
+  const auto& m = checked();
+  if (slot_index >= m->ring_sets.size()) {
+    throw std::invalid_argument("stats slot index " + std::to_string(slot_index) +
+                                " out of range: " + segment_path(instance_) + " has " +
+                                std::to_string(m->ring_sets.size()) + " slots");
+  }
+  return m->ring_sets[slot_index];
+}
+
+SegmentRegion Segment::datastore_region() const {
+  const auto& m = checked();
+  SegmentRegion r;
+  r.size = m->datastore_bytes;
+  r.data = r.size ? static_cast<char*>(m->addr) + m->datastore_offset : nullptr;
+  return r;
+}
+
+bool Segment::critical_overflow() const {
+  return checked()->header()->critical_overflow.load(kAcq) != 0;
+}
+
+void Segment::clear_critical_overflow() {
+  const auto& m = checked();
+  for (auto& set : m->ring_sets) set.clear_critical_overflow();
+  m->header()->critical_overflow.store(0, kRel);
+}
+
+AgentHeartbeat Segment::agent_heartbeat() const {
+  const SegmentHeader* h = checked()->header();
+  AgentHeartbeat a;
+  a.heartbeat_ns = h->agent_heartbeat_ns.load(kAcq);
+  a.pid = h->agent_pid.load(kAcq);
+  a.generation = h->agent_generation.load(kAcq);
+  return a;
+}
+
+uint64_t Segment::attach_agent() {
+  SegmentHeader* h = checked()->header();
+  const uint64_t generation = h->agent_generation.fetch_add(1, kSeqCst) + 1;
+  h->agent_pid.store(static_cast<int32_t>(::getpid()), kSeqCst);
+  h->agent_heartbeat_ns.store(clock_ns(CLOCK_MONOTONIC), kSeqCst);
+  return generation;
+}
+
+void Segment::beat_agent(int64_t now_ns) {
+  SegmentHeader* h = checked()->header();
+  h->agent_heartbeat_ns.store(now_ns != 0 ? now_ns : clock_ns(CLOCK_MONOTONIC), kRel);
+}
+
+void Segment::detach_agent() {
+  SegmentHeader* h = checked()->header();
+  int32_t me = static_cast<int32_t>(::getpid());
+  h->agent_pid.compare_exchange_strong(me, 0, kSeqCst);
+}
+
+const SegmentHeader* Segment::raw_header() const { return checked()->header(); }
 
 std::shared_ptr<StatsBlock> Segment::claim_stats(const std::string& name) {
   if (name.empty() || name.size() > kStatsNameMax || name.find('\0') != std::string::npos) {

@@ -705,6 +705,8 @@ def _cross_field(cfg: MxrcConfig, docs: Mapping[str, _Doc], problems: _Problems)
             expected=f"at most cycle_time_us ({p.cycle_time_us})",
             found=p.deadline_us,
         )
+    for key in ("event_ring_capacity", "critical_ring_capacity", "command_ring_capacity"):
+        _power_of_two(perf_doc, ("rt", "bus", key), getattr(p.bus, key), problems)
 
     fo_doc = docs["failover_policy"]
     f = cfg.failover_policy.rt
@@ -732,6 +734,14 @@ def _cross_field(cfg: MxrcConfig, docs: Mapping[str, _Doc], problems: _Problems)
             "out of range",
             expected="0 (no periodic checkpoints) or an integer in 10..3600",
             found=f.checkpoint_interval_sec,
+        )
+    if f.agent_heartbeat_interval_ms >= f.agent_heartbeat_timeout_ms:
+        problems.add(
+            fo_doc,
+            ("rt", "agent_heartbeat_interval_ms"),
+            "the agent would beat less often than its heartbeat times out",
+            expected=f"less than agent_heartbeat_timeout_ms ({f.agent_heartbeat_timeout_ms})",
+            found=f.agent_heartbeat_interval_ms,
         )
     c = cfg.failover_policy.cluster
     if c.enable_leader_election and c.backend == "cell" and not c.peers:
@@ -762,6 +772,7 @@ def _cross_field(cfg: MxrcConfig, docs: Mapping[str, _Doc], problems: _Problems)
             )
 
     tr_doc = docs["tracing"]
+    _power_of_two(tr_doc, ("rt", "span_ring_capacity"), cfg.tracing.rt.span_ring_capacity, problems)
     perf = cfg.tracing.performance
     if perf.max_export_batch_size > perf.max_queue_size:
         problems.add(
@@ -774,6 +785,7 @@ def _cross_field(cfg: MxrcConfig, docs: Mapping[str, _Doc], problems: _Problems)
 
     log_doc = docs["logging"]
     lg = cfg.logging
+    _power_of_two(log_doc, ("ring_capacity",), lg.ring_capacity, problems)
     if lg.file_path("rt") == lg.file_path("nonrt"):
         problems.add(
             log_doc,
@@ -782,6 +794,20 @@ def _cross_field(cfg: MxrcConfig, docs: Mapping[str, _Doc], problems: _Problems)
             expected=f"a file other than rt.file ({lg.rt.file})",
             found=lg.nonrt.file,
         )
+
+
+def _power_of_two(doc: _Doc, path: JsonPath, value: int, problems: _Problems) -> None:
+    """Ring capacities are powers of two (the ring indexes with a mask)."""
+    if value > 0 and value & (value - 1) == 0:
+        return
+    lower = 1 << (value.bit_length() - 1) if value > 0 else 1
+    problems.add(
+        doc,
+        path,
+        "a ring capacity must be a power of two",
+        expected=f"a power of two such as {lower} or {lower * 2}",
+        found=value,
+    )
 
 
 def _in(doc: _Doc, *path: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 __all__ = [
     "CONFIG_FILES",
     "ROLES",
+    "BusConfig",
     "ClusterConfig",
     "ClusterPeer",
     "CpuAffinityConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "TracingConfig",
     "TracingPerformance",
     "TracingRole",
+    "TracingRtRole",
     "effective_cpu_cores",
 ]
 
@@ -278,6 +280,22 @@ class PerfThresholds(_Section):
 
 
 @dataclass(frozen=True)
+class BusConfig(_Section):
+    """Sizes of the shared-memory bus of each cycle thread (rings: records, powers of two)."""
+
+    event_ring_capacity: int = 1024
+    """RT -> agent events of priority HIGH, NORMAL and LOW."""
+    critical_ring_capacity: int = 64
+    """RT -> agent CRITICAL events (overflow sets a sticky flag: UNHEALTHY)."""
+    command_ring_capacity: int = 256
+    """Agent -> RT commands and events."""
+    datastore_slots: int = 256
+    """Slots of the instance's data store."""
+    datastore_bytes: int = 65536
+    """Bytes of data store values (the arena)."""
+
+
+@dataclass(frozen=True)
 class PerfMonitorRole(_Section):
     """Cycle timing and monitoring of the RT process."""
 
@@ -289,6 +307,7 @@ class PerfMonitorRole(_Section):
     window_s: float = 60.0
     enable_histogram: bool = True
     thresholds: PerfThresholds = field(default_factory=PerfThresholds)
+    bus: BusConfig = field(default_factory=BusConfig)
 
 
 @dataclass(frozen=True)
@@ -313,6 +332,10 @@ class FailoverRole(_Section):
     restart_window_sec: int = 60
     enable_state_recovery: bool = True
     checkpoint_interval_sec: int = 60
+    agent_heartbeat_interval_ms: int = 100
+    """How often the agent writes its heartbeat into the segment."""
+    agent_heartbeat_timeout_ms: int = 500
+    """Age of the agent's heartbeat after which the RT side enters SAFE_MODE."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +384,14 @@ class TracingRole(_Section):
     """Per-process tracing settings."""
 
     service_name: str = "mxrc-rt"
+
+
+@dataclass(frozen=True)
+class TracingRtRole(TracingRole):
+    """Tracing settings of the RT process."""
+
+    span_ring_capacity: int = 4096
+    """Records in the RT -> agent span ring of each cycle thread (a power of two)."""
 
 
 @dataclass(frozen=True)
@@ -414,7 +445,7 @@ class TracingConfig(_Section):
     """``tracing_config.json``."""
 
     enabled: bool = True
-    rt: TracingRole = field(default_factory=TracingRole)
+    rt: TracingRtRole = field(default_factory=TracingRtRole)
     nonrt: TracingRole = field(default_factory=lambda: TracingRole(service_name="mxrc-agent"))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     exporter: ExporterConfig = field(default_factory=ExporterConfig)
@@ -450,7 +481,8 @@ class LoggingConfig(_Section):
     nonrt: LoggingRole = field(default_factory=lambda: LoggingRole(file="nonrt.json"))
     rotation: LogRotation = field(default_factory=LogRotation)
     ring_capacity: int = 8192
-    """Records in the RT -> agent log ring (the newest is dropped, and counted, when full)."""
+    """Records in the RT -> agent log ring of each cycle thread, a power of two (the newest
+    is dropped, and counted, when full)."""
     ecs_version: str = "8.11"
 
     def file_path(self, role: Role) -> Path:

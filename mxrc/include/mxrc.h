@@ -41,7 +41,7 @@
 extern "C" {
 #endif
 
-#define MXRC_ABI_VERSION 2u
+#define MXRC_ABI_VERSION 3u
 
 /* RT states (values of mxrc.rt.RtState). */
 #define MXRC_STATE_INIT 0
@@ -53,6 +53,42 @@ extern "C" {
 #define MXRC_STATE_SHUTDOWN 6
 
 struct mxrc_cycle_ctx;
+
+/* Data store value types (version 3). */
+#define MXRC_DS_INT64 1
+#define MXRC_DS_FLOAT64 2
+#define MXRC_DS_BOOL 3
+#define MXRC_DS_STRING 4   /* UTF-8, at most the slot's capacity in bytes */
+#define MXRC_DS_F64ARRAY 5 /* float64[capacity] */
+
+/* Event priorities (version 3): admission, not order. LOW is dropped when its
+ * ring is 80 % full, NORMAL at 90 %, HIGH only when full; CRITICAL goes to its
+ * own ring, whose overflow sets a sticky flag (health UNHEALTHY). */
+#define MXRC_PRIO_CRITICAL 0
+#define MXRC_PRIO_HIGH 1
+#define MXRC_PRIO_NORMAL 2
+#define MXRC_PRIO_LOW 3
+
+#define MXRC_EVENT_TYPE_MAX 32   /* bytes, NUL-padded (a name, not NUL-terminated when full) */
+#define MXRC_EVENT_TARGET_MAX 32 /* bytes, NUL-padded */
+#define MXRC_EVENT_PAYLOAD_MAX 136
+#define MXRC_CARRIER_SIZE 25 /* trace id (16) + span id (8) + W3C trace flags (1) */
+
+/* An event as it travels through the rings: exactly 256 bytes. A carrier of
+ * all zero trace id means "no trace context". */
+typedef struct mxrc_event {
+  uint64_t id;          /* unique per producer (set by the bus when 0) */
+  int64_t timestamp_ns; /* CLOCK_MONOTONIC (set by the bus when 0) */
+  uint8_t priority;     /* MXRC_PRIO_* */
+  uint8_t flags;        /* reserved, 0 */
+  uint16_t payload_len; /* bytes used in payload */
+  uint32_t reserved;    /* 0 */
+  char type[MXRC_EVENT_TYPE_MAX];
+  char target_id[MXRC_EVENT_TARGET_MAX];
+  uint8_t carrier[MXRC_CARRIER_SIZE];
+  uint8_t carrier_pad[7]; /* 0 */
+  uint8_t payload[MXRC_EVENT_PAYLOAD_MAX];
+} mxrc_event;
 
 /* Function table handed to every body. All entries are safe to call from
  * the cycle thread: no allocation, no lock, no system call except
@@ -78,8 +114,36 @@ typedef struct mxrc_api {
    * clock (so sim_advance(ctx, 0) == 0 tells a simulated executive). Call it
    * from the body only. */
   int32_t (*sim_advance)(const struct mxrc_cycle_ctx* ctx, int64_t ns);
-  /* Reserved for later versions (data store, log, span, event entries). */
-  void (*reserved[26])(void);
+  /* --- version 3 (check MXRC_API_VERSION_AT_LEAST(api, 3)) ---
+   * Data store: typed slots in the instance's segment, looked up once by name
+   * (do it in the first cycle and keep the index). Return values: 0 ok;
+   * ENOENT no such slot / no data store; EINVAL bad index, type or size;
+   * EBUSY another writer holds the slot right now (the RT side never waits:
+   * retry next cycle); EAGAIN a reader kept seeing a write in progress. */
+  int32_t (*ds_find)(const struct mxrc_cycle_ctx* ctx,
+                     const char* name); /* index >= 0, or -ENOENT */
+  /* Copies the value out (at most cap bytes; arrays: 8 bytes per element);
+   * *len_out = bytes of the value, *version_out = the slot's version (either
+   * may be NULL). */
+  int32_t (*ds_read)(const struct mxrc_cycle_ctx* ctx, int32_t index, void* out, uint32_t cap,
+                     uint32_t* len_out, uint64_t* version_out);
+  /* Replaces the value (len bytes: 8 for INT64/FLOAT64, 1 for BOOL, <= capacity
+   * for STRING, 8 * n for F64ARRAY with n <= capacity). */
+  int32_t (*ds_write)(const struct mxrc_cycle_ctx* ctx, int32_t index, const void* value,
+                      uint32_t len);
+  int32_t (*ds_read_f64)(const struct mxrc_cycle_ctx* ctx, int32_t index, double* out);
+  int32_t (*ds_write_f64)(const struct mxrc_cycle_ctx* ctx, int32_t index, double value);
+  int32_t (*ds_read_i64)(const struct mxrc_cycle_ctx* ctx, int32_t index, int64_t* out);
+  int32_t (*ds_write_i64)(const struct mxrc_cycle_ctx* ctx, int32_t index, int64_t value);
+  /* Events: copies *event into this cycle thread's RT->agent ring (CRITICAL:
+   * the critical ring). 0 queued; ENOSPC dropped by admission (counted);
+   * ENOENT no rings (a private stats block); EINVAL bad priority or sizes. */
+  int32_t (*publish_event)(const struct mxrc_cycle_ctx* ctx, const mxrc_event* event);
+  /* Takes the next agent->RT event or command, if any: 0 one copied to *out,
+   * EAGAIN none waiting, ENOENT no rings. */
+  int32_t (*poll_event)(const struct mxrc_cycle_ctx* ctx, mxrc_event* out);
+  /* Reserved for later versions (log and span records). */
+  void (*reserved[17])(void);
 } mxrc_api;
 
 typedef struct mxrc_cycle_ctx {

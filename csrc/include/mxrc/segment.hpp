@@ -1,6 +1,13 @@
 // The instance's named shared-memory segment ("the bus"): a versioned header
-// and, in layout v1, an array of stats slots (one StatsBlock per cycle
-// thread). Later layout versions append rings and the data store.
+// and, in layout v2, an array of stats slots (one StatsBlock per cycle
+// thread), one ring set per stats slot (ring.hpp: log, span, event and
+// critical rings RT -> agent, command ring agent -> RT) and a data store
+// region (its format belongs to datastore.hpp). The header also carries the
+// agent's heartbeat words.
+//
+// Layout v2 (every part 64-byte aligned, offsets in the header's region
+// table): header | stats slots | ring set 0 .. max_stats-1 | data store
+// region | padding to a page.
 //
 // POSIX shm "/mxrc-<instance>" (file /dev/shm/mxrc-<instance>, mode 0660).
 // The owner is the creator; it holds flock(LOCK_EX) on its fd for the
@@ -26,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "mxrc/ring.hpp"
 #include "mxrc/stats.hpp"
 
 namespace mxrc {
@@ -49,10 +57,24 @@ class SegmentInUse : public SegmentError {
 
 inline constexpr uint64_t kSegmentMagic =
     0x314745534352584DULL;  // bytes "MXRCSEG1" (little-endian)
-inline constexpr uint32_t kSegmentLayoutVersion = 1;
+inline constexpr uint32_t kSegmentLayoutVersion = 2;
 inline constexpr uint32_t kDefaultMaxStats = 8;
 inline constexpr uint32_t kMaxStatsLimit = 256;
 inline constexpr std::size_t kInstanceNameMax = 64;
+// Default size of the data store region: room for DataStore::region_bytes(256
+// slots, 64 KiB arena) with its snapshot area.
+inline constexpr uint64_t kDefaultDatastoreRegionBytes = 256 * 1024;
+inline constexpr uint64_t kMaxDatastoreRegionBytes = 1ULL << 30;
+
+// What a segment is created with.
+struct SegmentOptions {
+  uint32_t max_stats = kDefaultMaxStats;  // stats slots = ring sets, 1..kMaxStatsLimit
+  RingCapacities rings;                   // records per ring, powers of two
+  uint64_t datastore_region_bytes = kDefaultDatastoreRegionBytes;  // 0 = no data store
+  // Slots the data store region is meant for, recorded in the header for
+  // whoever formats it (DataStore::open); the segment itself never formats it.
+  uint32_t datastore_slots = 256;
+};
 
 // Slot states (StatsSlotEntry::state).
 enum class SlotState : uint32_t {
@@ -80,7 +102,23 @@ struct alignas(64) SegmentHeader {
   std::atomic<uint32_t> max_stats;
   std::atomic<uint64_t> stats_offset;     // byte offset of slot 0
   std::atomic<uint64_t> stats_slot_size;  // sizeof(StatsSlotEntry)
-  std::atomic<uint64_t> reserved[20];     // region table for later layout versions (zero)
+  // --- layout v2 ---
+  // The agent (non-RT side): CLOCK_MONOTONIC of its last beat (0 = never),
+  // its pid (0 = none attached) and +1 per agent attach.
+  std::atomic<int64_t> agent_heartbeat_ns;
+  std::atomic<int32_t> agent_pid;
+  std::atomic<uint32_t> critical_overflow;  // sticky: some critical ring dropped a record
+  std::atomic<uint64_t> agent_generation;
+  // Region table.
+  std::atomic<uint64_t> ring_sets_offset;              // byte offset of slot 0's ring set
+  std::atomic<uint64_t> ring_set_size;                 // bytes per ring set
+  std::atomic<uint32_t> ring_capacity[kRingKinds];     // records, by RingKind
+  std::atomic<uint32_t> ring_record_size[kRingKinds];  // bytes, by RingKind
+  std::atomic<uint64_t> datastore_offset;              // byte offset of the data store region
+  std::atomic<uint64_t> datastore_bytes;               // its size (0 = none)
+  std::atomic<uint32_t> datastore_slots;               // slots it is meant for (a hint)
+  std::atomic<uint32_t> reserved32;                    // zero
+  std::atomic<uint64_t> reserved[25];                  // zero
 };
 
 // control = (uint64(claimer pid) << 32) | SlotState: state and claimer change
@@ -97,6 +135,7 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(std::is_standard_layout_v<StatsSlotEntry>);
+static_assert(sizeof(SegmentHeader) == 384);
 
 // Plain copy of the header.
 struct SegmentHeaderInfo {
@@ -112,6 +151,37 @@ struct SegmentHeaderInfo {
   uint32_t max_stats = 0;
   uint64_t stats_offset = 0;
   uint64_t stats_slot_size = 0;
+  int64_t agent_heartbeat_ns = 0;
+  int32_t agent_pid = 0;
+  uint32_t critical_overflow = 0;
+  uint64_t agent_generation = 0;
+  uint64_t ring_sets_offset = 0;
+  uint64_t ring_set_size = 0;
+  RingCapacities ring_capacities;
+  uint64_t datastore_offset = 0;
+  uint64_t datastore_bytes = 0;
+  uint32_t datastore_slots = 0;
+};
+
+// The agent's heartbeat words, copied out.
+struct AgentHeartbeat {
+  int64_t heartbeat_ns = 0;  // CLOCK_MONOTONIC of the last beat, 0 = never
+  int32_t pid = 0;           // 0 = no agent attached
+  uint64_t generation = 0;   // agent attaches so far
+};
+
+// Age of the agent's last beat at `now_ns` (CLOCK_MONOTONIC), or -1 when it
+// never beat. noexcept and lock-free: for the cycle thread.
+inline int64_t agent_heartbeat_age_ns(const SegmentHeader& h, int64_t now_ns) noexcept {
+  const int64_t beat = h.agent_heartbeat_ns.load(std::memory_order_acquire);
+  if (beat == 0) return -1;
+  return now_ns > beat ? now_ns - beat : 0;
+}
+
+// A region of the mapping.
+struct SegmentRegion {
+  void* data = nullptr;
+  std::size_t size = 0;
 };
 
 struct SlotInfo {
@@ -130,7 +200,10 @@ int64_t wallclock_offset_now_ns() noexcept;                 // REALTIME - MONOTO
 
 class Segment : public std::enable_shared_from_this<Segment> {
  public:
-  // Owner. Throws SegmentInUse if a live owner holds it.
+  // Owner. Throws SegmentInUse if a live owner holds it, invalid_argument
+  // for bad options (ring capacities not powers of two, sizes out of range).
+  static std::shared_ptr<Segment> create(const std::string& instance,
+                                         const SegmentOptions& options);
   static std::shared_ptr<Segment> create(const std::string& instance,
                                          uint32_t max_stats = kDefaultMaxStats);
   // Non-owner. Throws SegmentError (missing, foreign, wrong version).
@@ -170,6 +243,37 @@ class Segment : public std::enable_shared_from_this<Segment> {
   // Block of a claimed or released slot named `name`, or nullptr. The
   // pointer is valid while this Segment is open (or use keepalive()).
   const StatsBlock* find_stats(const std::string& name) const;
+  // Index of that slot (a live claim first), or -1.
+  int find_slot(const std::string& name) const;
+  // Index of the slot holding `block` (from claim_stats/find_stats), or -1.
+  int slot_index_of(const StatsBlock* block) const;
+
+  // The ring set of stats slot `slot_index` (invalid_argument when out of
+  // range). A view: valid while this Segment is open (or use keepalive()).
+  // The cycle thread owning the slot is the producer of its log, span, event
+  // and critical rings and the consumer of its command ring. A ring keeps its
+  // records and counters across claims of the slot (a restarted writer's
+  // agent still drains what the previous one left).
+  RingSet ring_set(uint32_t slot_index) const;
+  // The data store region (64-byte aligned, zero-filled at creation; size 0
+  // when the segment was created without one).
+  SegmentRegion datastore_region() const;
+  // Sticky: some cycle thread's critical ring dropped a record.
+  bool critical_overflow() const;
+  void clear_critical_overflow();  // this flag and every ring set's
+
+  // The agent's heartbeat words. attach_agent() announces a new agent
+  // (pid = this process, generation + 1, a first beat) and returns its
+  // generation; beat_agent() stores a beat (now_ns 0 = CLOCK_MONOTONIC now);
+  // detach_agent() clears the pid if it is this process's (the last beat
+  // stays, so the RT side sees the agent go stale).
+  AgentHeartbeat agent_heartbeat() const;
+  uint64_t attach_agent();
+  void beat_agent(int64_t now_ns = 0);
+  void detach_agent();
+  // The raw header, for lock-free reads on the cycle thread (e.g.
+  // agent_heartbeat_age_ns). Valid while the mapping lives (keepalive()).
+  const SegmentHeader* raw_header() const;
   // Shared ownership of the mapping (for bindings holding raw pointers).
   std::shared_ptr<void> keepalive() const;
 

@@ -281,17 +281,9 @@ def compare(
     runs: Sequence[dict[str, Any]], comp: dict[str, Any], seed: int
 ) -> dict[str, Any] | None:
     """One comparison over the rounds where both configurations ran."""
-    by_round: dict[int, dict[str, dict[str, Any]]] = {}
-    for r in runs:
-        by_round.setdefault(r["round"], {})[r["config"]] = r
-    get = metric(comp["series"], comp["metric"])
-    cand: list[float] = []
-    base: list[float] = []
-    for rnd in sorted(by_round):
-        pair = by_round[rnd]
-        if comp["candidate"] in pair and comp["baseline"] in pair:
-            cand.append(get(pair[comp["candidate"]]))
-            base.append(get(pair[comp["baseline"]]))
+    cand, base = paired(
+        runs, comp["candidate"], comp["baseline"], metric(comp["series"], comp["metric"])
+    )
     if not cand:
         return None
     fn = bootstrap_ratio if comp["kind"] == "ratio" else bootstrap_diff
@@ -330,15 +322,26 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 r["skipped_release_count"] / max(1, r["cycle_count"]) for r in mine
             )
         for series in mine[0]["metrics"]:
-            vals: dict[str, Any] = {}
-            for name in ("p50_us", "p99_us", "p999_us", "stddev_us"):
-                vals[name] = statistics.median(r["metrics"][series][name] for r in mine)
-            for t in mine[0]["metrics"][series]["late_share"]:
-                vals[f"late_share.{t}"] = statistics.median(
-                    r["metrics"][series]["late_share"][t] for r in mine
-                )
-            out[config][series] = vals
+            out[config][series] = median_metrics(
+                mine, series, ("p50_us", "p99_us", "p999_us", "stddev_us")
+            )
     return out
+
+
+def median_metrics(
+    runs: Sequence[dict[str, Any]], series: str, names: Sequence[str]
+) -> dict[str, float]:
+    """Median over ``runs`` of the per-run metrics ``names`` and every late share of ``series``."""
+    import statistics
+
+    vals: dict[str, float] = {}
+    for name in names:
+        vals[name] = statistics.median(r["metrics"][series][name] for r in runs)
+    for t in runs[0]["metrics"][series]["late_share"]:
+        vals[f"late_share.{t}"] = statistics.median(
+            r["metrics"][series]["late_share"][t] for r in runs
+        )
+    return vals
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -436,6 +439,103 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_run_options(p: argparse.ArgumentParser, configs: Sequence[str], out: str) -> None:
+    """The options every harness shares: --configs, --python, --out, --md,
+    --keep-distributions, --seed."""
+    p.add_argument("--configs", default=",".join(configs), help="comma-separated subset")
+    p.add_argument("--python", default=sys.executable, help="interpreter of the child runs")
+    p.add_argument("--out", default=out)
+    p.add_argument("--md", default=None, help="also write the Markdown table here")
+    p.add_argument("--keep-distributions", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def selected_configs(p: argparse.ArgumentParser, spec: str, known: Sequence[str]) -> list[str]:
+    """The configurations named in ``spec`` (comma-separated); a usage error for unknown ones."""
+    configs = [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = sorted(set(configs) - set(known))
+    if unknown:
+        p.error(f"unknown configs {unknown}; known: {', '.join(known)}")
+    return configs
+
+
+def paired(
+    runs: Sequence[dict[str, Any]], candidate: str, baseline: str, get: Getter
+) -> tuple[list[float], list[float]]:
+    """``get`` of the candidate's and the baseline's run, for each round where both ran."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["config"]] = r
+    cand: list[float] = []
+    base: list[float] = []
+    for rnd in sorted(by_round):
+        pair = by_round[rnd]
+        if candidate in pair and baseline in pair:
+            cand.append(get(pair[candidate]))
+            base.append(get(pair[baseline]))
+    return cand, base
+
+
+def round_order(configs: Sequence[str], rnd: int) -> list[str]:
+    """The configurations of round ``rnd``: rotated by one each round."""
+    k = rnd % len(configs)
+    return [*configs[k:], *configs[:k]]
+
+
+def run_rounds(
+    configs: Sequence[str],
+    rounds: int,
+    run_one: Callable[[str], dict[str, Any]],
+    progress: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """Every configuration once per round (A B C … A B C …, rotated each round):
+    the runs, each tagged with its ``round``; a progress line per run on stderr."""
+    runs: list[dict[str, Any]] = []
+    for rnd in range(rounds):
+        for config in round_order(configs, rnd):
+            run = run_one(config)
+            run["round"] = rnd
+            runs.append(run)
+            print(
+                f"round {rnd + 1}/{rounds} {config:12s} {progress(run)}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return runs
+
+
+def interpreter_of(python: str) -> dict[str, Any]:
+    """``harness.interpreter_info()`` of the interpreter ``python`` (this one or another)."""
+    if python == sys.executable:
+        return interpreter_info()
+    return dict(
+        json.loads(
+            subprocess.run(
+                [
+                    python,
+                    "-c",
+                    "import json,sys;sys.path.insert(0,sys.argv[1]);import harness;"
+                    "print(json.dumps(harness.interpreter_info()))",
+                    str(Path(__file__).resolve().parent),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+    )
+
+
+def write_results(result: dict[str, Any], md: str, out: str, md_path: str | None) -> None:
+    """Write the JSON results (and the Markdown) and print the Markdown."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    if md_path:
+        Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(md_path).write_text(md)
+    print(md)
+
+
 def host_info() -> dict[str, Any]:
     """Kernel, CPUs, isolation state."""
     try:
@@ -461,53 +561,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--period-us", type=int, default=1000)
     p.add_argument("--priority", type=int, default=50, help="SCHED_FIFO priority of every loop")
     p.add_argument("--cpu", type=int, default=1, help="CPU every loop is pinned to")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
-    p.add_argument("--python", default=sys.executable, help="interpreter of the child runs")
-    p.add_argument("--out", default="latency-results.json")
-    p.add_argument("--md", default=None, help="also write the Markdown table here")
-    p.add_argument("--keep-distributions", action="store_true")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_run_options(p, CONFIGS, "latency-results.json")
     args = p.parse_args(argv)
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = sorted(set(configs) - set(CONFIGS))
-    if unknown:
-        p.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
+    configs = selected_configs(p, args.configs, CONFIGS)
     if "cyclictest" in configs and shutil.which("cyclictest") is None:
         p.error("cyclictest not found (Debian: apt-get install rt-tests) or drop it from --configs")
 
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    runs: list[dict[str, Any]] = []
-    for rnd in range(args.rounds):
-        order = configs[rnd % len(configs) :] + configs[: rnd % len(configs)]  # rotate
-        for config in order:
-            run = run_one(config, args)
-            run["round"] = rnd
-            runs.append(run)
-            w = run["metrics"]["wake"]
-            print(
-                f"round {rnd + 1}/{args.rounds} {config:12s} wake p50 {w['p50_us']:8.1f} µs "
-                f"p99 {w['p99_us']:8.1f} µs late>100µs {w['late_share']['100us']:.4f} "
-                f"late>1ms {w['late_share']['1000us']:.4f}",
-                file=sys.stderr,
-                flush=True,
-            )
-    comparisons = [c for c in (compare(runs, comp, args.seed) for comp in COMPARISONS) if c]
-    interp = interpreter_info()
-    if args.python != sys.executable:
-        interp = json.loads(
-            subprocess.run(
-                [
-                    args.python,
-                    "-c",
-                    "import json,sys;sys.path.insert(0,sys.argv[1]);import harness;"
-                    "print(json.dumps(harness.interpreter_info()))",
-                    str(Path(__file__).resolve().parent),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+
+    def progress(run: dict[str, Any]) -> str:
+        w = run["metrics"]["wake"]
+        return (
+            f"wake p50 {w['p50_us']:8.1f} µs p99 {w['p99_us']:8.1f} µs "
+            f"late>100µs {w['late_share']['100us']:.4f} late>1ms {w['late_share']['1000us']:.4f}"
         )
+
+    runs = run_rounds(configs, args.rounds, lambda config: run_one(config, args), progress)
+    comparisons = [c for c in (compare(runs, comp, args.seed) for comp in COMPARISONS) if c]
+    interp = interpreter_of(args.python)
     result = {
         "meta": {
             "started_utc": started,
@@ -526,13 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "comparisons": comparisons,
         "runs": runs,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    md = to_markdown(result)
-    if args.md:
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(md)
-    print(md)
+    write_results(result, to_markdown(result), args.out, args.md)
     return 0
 
 

@@ -109,6 +109,21 @@ def _hist_to_dist(hist: Any) -> dict[str, Any]:
     ).to_dict()
 
 
+def rt_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Executive keywords of the RT configuration (CPU ``args.cpu``, SCHED_FIFO
+    ``args.priority``, mlockall, 256 KiB stack prefault), or without it
+    (``args.no_rt``: SCHED_OTHER, unpinned, no locking)."""
+    if args.no_rt:
+        return {"policy": "SCHED_OTHER", "priority": 0, "cpus": None}
+    return {
+        "policy": "SCHED_FIFO",
+        "priority": args.priority,
+        "cpus": [args.cpu],
+        "lock_memory": True,
+        "prefault_stack_kb": 256,
+    }
+
+
 def run_mxrc(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """The executive with the demo body of ``kind`` (native/python)."""
     import mxrc
@@ -120,16 +135,7 @@ def run_mxrc(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
     demo = AxisDemo(args.period_us)
     body = demo.body("native" if kind == "native" else "python")
-    if args.no_rt:
-        rt: dict[str, Any] = {"policy": "SCHED_OTHER", "priority": 0, "cpus": None}
-    else:
-        rt = {
-            "policy": "SCHED_FIFO",
-            "priority": args.priority,
-            "cpus": [args.cpu],
-            "lock_memory": True,
-            "prefault_stack_kb": 256,
-        }
+    rt = rt_settings(args)
     exe = executive_cls(body, period_us=args.period_us, name=f"bench-{kind}", **rt)
     busy = BusyThread(_other_cpu(args.cpu)) if args.busy else None
     if busy is not None:

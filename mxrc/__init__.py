@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mxrc import bus, rt
     from mxrc._capabilities import Capabilities, Capability, capabilities
     from mxrc._include import get_include
+    from mxrc.agent import Agent
     from mxrc.config import MxrcConfig, effective_cpu_cores, load_config, validate_config
     from mxrc.errors import (
         BodyError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Agent",
     "BodyError",
     "Capabilities",
     "Capability",
@@ -86,6 +88,7 @@ __all__ = [
 # no compiled core, no jsonschema), which matters because pytest imports the
 # package for its `mxrc` plugin in every session of an environment that has it.
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "Agent": ("mxrc.agent", "Agent"),
     "bus": ("mxrc.bus", None),
     "rt": ("mxrc.rt", None),
     "Capabilities": ("mxrc._capabilities", "Capabilities"),

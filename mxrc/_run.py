@@ -1,7 +1,10 @@
 """``mxrc run``: run the demo control task on an executive and report its latency.
 
 The process owns the instance's shared-memory segment for the run (so
-``PerfMonitor`` in another process can attach to it), builds an
+``PerfMonitor`` in another process can attach to it; sized from the
+configuration, :meth:`~mxrc.bus.Segment.create_from_config`), starts the
+instance's agent (its own process by default, ``--agent process|thread|none``;
+``docs/agent.md``) and waits until it beats, builds an
 :class:`~mxrc.rt._executive.Executive` from the configuration (plus the
 command-line overrides), runs the demo axis + PID for N cycles in the chosen
 tier, shows a progress line on a terminal, then prints the latency report
@@ -19,13 +22,16 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
 from mxrc.demo import AxisDemo, Tier
 from mxrc.errors import (
@@ -38,11 +44,18 @@ from mxrc.errors import (
     ThreadSetupError,
 )
 
+if TYPE_CHECKING:
+    from mxrc.agent import Agent
+    from mxrc.bus import Segment
+
 __all__ = [
+    "AGENT_MODES",
+    "AGENT_START_TIMEOUT_S",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "AgentMode",
     "RunOptions",
     "format_progress",
     "run_demo",
@@ -55,6 +68,19 @@ EXIT_INTERRUPTED = 130
 
 PROGRESS_INTERVAL_S = 0.25
 """How often the progress line is refreshed (main thread; kept rare and tiny)."""
+
+AgentMode = Literal["process", "thread", "none"]
+AGENT_MODES: tuple[AgentMode, ...] = ("process", "thread", "none")
+AGENT_START_TIMEOUT_S = 30.0
+"""How long ``mxrc run`` waits for a spawned agent's first heartbeat."""
+AGENT_STOP_TIMEOUT_S = 5.0
+"""How long a spawned agent gets to stop after SIGTERM before it is killed."""
+
+GIL_REASON = (
+    "the agent's threads (heartbeat, ring draining, event dispatch) would be Python threads "
+    "of the RT process: while one of them runs, the Python cycle body waits for the GIL (up "
+    "to the switch interval) and nearly every cycle starts late"
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,10 @@ class RunOptions:
     progress: bool = True
     watch_config: bool = True
     """With a config directory: apply later changes of its cpu_affinity.json live."""
+    agent: AgentMode = "process"
+    """The instance's agent: its own process, a thread of this process, or none."""
+    force_agent_thread: bool = False
+    """Allow ``agent="thread"`` with a Python body (loudly warned)."""
 
     def __post_init__(self) -> None:
         if self.cycles < 1:
@@ -78,6 +108,13 @@ class RunOptions:
             raise ValueError(f"--period-us must be within 10..10000000, got {self.period_us}")
         if self.tier not in ("python", "native"):
             raise ValueError(f"--tier must be python or native, got {self.tier!r}")
+        if self.agent not in AGENT_MODES:
+            raise ValueError(f"--agent must be process, thread or none, got {self.agent!r}")
+        if self.agent == "thread" and self.tier == "python" and not self.force_agent_thread:
+            raise ValueError(
+                f"--agent thread is refused with --tier python: {GIL_REASON}. Use --agent "
+                "process (the default), or --force-agent-thread to run it anyway"
+            )
 
 
 def format_progress(done: int, total: int, misses: int, elapsed_s: float) -> str:
@@ -169,6 +206,151 @@ def _config_watch(executive: Any, cfg: Any, opts: RunOptions, err: TextIO) -> It
         logger.propagate = saved[1]
 
 
+class _AgentProcess:
+    """``mxrc agent`` spawned for the run: dies with this process, stopped before the
+    segment is removed."""
+
+    mode: AgentMode = "process"
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: IO[bytes], generation: int) -> None:
+        self.proc = proc
+        self.log = log
+        self.generation = generation
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    def spawn(cls, segment: Segment, cfg: Any, err: TextIO) -> _AgentProcess | None:
+        """Start the agent and wait for its first heartbeat; None (after a message) on failure."""
+        argv = [
+            sys.executable,
+            "-m",
+            "mxrc",
+            "agent",
+            "--instance",
+            segment.instance,
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        if cfg.directory is not None:
+            argv += ["--config", str(cfg.directory)]
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the run, closed in stop()
+        try:
+            # Its own session: a terminal's Ctrl-C reaches only `mxrc run`, which stops
+            # the loop first and the agent after (it drains the last events).
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.close()
+            print(f"mxrc run: cannot start the agent process ({argv[0]}): {exc}", file=err)
+            return None
+        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+        try:
+            while True:
+                hb = segment.agent_heartbeat()
+                if hb.pid == proc.pid:
+                    return cls(proc, log, hb.generation)
+                code = proc.poll()
+                if code is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        except BaseException:  # Ctrl-C while waiting: take the child down too
+            proc.kill()
+            proc.wait()
+            log.close()
+            raise
+        if code is None:
+            proc.kill()
+            proc.wait()
+        why = (
+            f"exited with code {code}"
+            if code is not None
+            else f"did not beat within {AGENT_START_TIMEOUT_S:g} s"
+        )
+        print(f"mxrc run: the agent process (pid {proc.pid}) {why}{_tail(log)}", file=err)
+        log.close()
+        return None
+
+    def stop(self, err: TextIO) -> None:
+        """SIGTERM, wait, SIGKILL if needed; report an agent that died during the run."""
+        code = self.proc.poll()
+        if code is not None:
+            print(
+                f"mxrc run: warning: the agent process (pid {self.pid}) exited during the run "
+                f"with code {code}; the cycle thread went to SAFE_MODE once its heartbeat was "
+                f"stale{_tail(self.log)}",
+                file=err,
+            )
+        else:
+            self.proc.terminate()
+            try:
+                self.proc.wait(AGENT_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                print(
+                    f"mxrc run: warning: the agent process (pid {self.pid}) did not stop "
+                    f"within {AGENT_STOP_TIMEOUT_S:g} s of SIGTERM and was killed",
+                    file=err,
+                )
+        self.log.close()
+
+
+class _AgentThread:
+    """The agent as threads of this process (``--agent thread``)."""
+
+    mode: AgentMode = "thread"
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.pid = os.getpid()
+        self.generation = agent.generation
+
+    def stop(self, err: TextIO) -> None:
+        self.agent.stop()
+
+
+def _tail(log: IO[bytes], limit: int = 2000) -> str:
+    """The end of a spawned agent's stderr, as an indented suffix ("" when empty)."""
+    try:
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return ""
+    if not text:
+        return ""
+    if len(text) > limit:
+        text = "..." + text[-limit:]
+    return ":\n  " + text.replace("\n", "\n  ")
+
+
+def _start_agent(
+    opts: RunOptions, segment: Segment, cfg: Any, err: TextIO
+) -> _AgentProcess | _AgentThread | None:
+    """The run's agent per ``opts.agent``; None for ``none`` (raises nothing: the
+    process case prints its own failure and returns None, callers check ``opts``)."""
+    if opts.agent == "process":
+        return _AgentProcess.spawn(segment, cfg, err)
+    if opts.agent == "thread":
+        from mxrc.agent import Agent
+
+        if opts.tier == "python":
+            _warn(
+                err,
+                f"--force-agent-thread with --tier python: {GIL_REASON}. Expect late cycles; "
+                "this is for experiments only",
+            )
+        return _AgentThread(Agent(segment, config=cfg).start())
+    return None
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -214,13 +396,15 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
         "deadline_us": min(perf.deadline_us, period_us),
     }
     overrides.update(_privilege_overrides(cfg, err))
+    if opts.agent == "none":
+        overrides["agent_timeout_ms"] = 0  # nobody beats: no agent watchdog
     instance = opts.instance or cfg.instance
     demo = AxisDemo(period_us)
     body = demo.body(opts.tier)
     show_progress = opts.progress and out.isatty()
 
     try:
-        segment = Segment.create(instance)
+        segment = Segment.create_from_config(instance, cfg)
     except SegmentInUseError as exc:
         print(
             f"mxrc run: {exc}\n  another mxrc process runs instance {instance!r}; "
@@ -236,7 +420,16 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
 
     interrupted = False
+    agent: _AgentProcess | _AgentThread | None = None
     try:
+        if opts.agent != "none":
+            try:
+                agent = _start_agent(opts, segment, cfg, err)
+            except MxrcError as exc:
+                print(f"mxrc run: cannot start the agent: {exc}", file=err)
+                return EXIT_FAILURE
+            if agent is None:
+                return EXIT_FAILURE
         try:
             executive = Executive.from_config(cfg, body, segment=segment, **overrides)
         except (ConfigError, ValueError) as exc:  # incl. CpuNotAllowedError
@@ -245,9 +438,10 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
         except MxrcError as exc:  # e.g. UnsupportedError
             print(f"mxrc run: {exc}", file=err)
             return EXIT_FAILURE
+        agent_text = "no agent" if agent is None else f"agent {agent.mode} pid {agent.pid}"
         print(
             f"mxrc run: instance {instance!r}, {opts.tier} tier, period {period_us} µs, "
-            f"{opts.cycles} cycles (~{opts.cycles * period_us / 1e6:.1f} s)",
+            f"{opts.cycles} cycles (~{opts.cycles * period_us / 1e6:.1f} s), {agent_text}",
             file=err,
         )
         try:
@@ -303,7 +497,12 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
                 report,
                 opts,
                 instance,
-                {"period_us": period_us, "demo": tracking.to_dict(), "interrupted": interrupted},
+                {
+                    "period_us": period_us,
+                    "demo": tracking.to_dict(),
+                    "interrupted": interrupted,
+                    "agent": _agent_dict(opts, agent),
+                },
             )
             try:
                 with open(opts.json_report, "w", encoding="utf-8") as fh:
@@ -317,4 +516,12 @@ def _run_demo(opts: RunOptions, out: TextIO, err: TextIO) -> int:
             return EXIT_INTERRUPTED
         return EXIT_OK
     finally:
+        if agent is not None:
+            agent.stop(err)  # before the segment goes
         segment.close()
+
+
+def _agent_dict(opts: RunOptions, agent: _AgentProcess | _AgentThread | None) -> dict[str, Any]:
+    if agent is None:
+        return {"mode": opts.agent}
+    return {"mode": agent.mode, "pid": agent.pid, "generation": agent.generation}

@@ -4,8 +4,9 @@ The command attaches to the instance's shared-memory segment
 (``/dev/shm/mxrc-<instance>``, :meth:`mxrc.bus.Segment.attach`) and copies each
 stats block out with the bounded seqlock read the cycle thread never waits
 for; the thread's current CPU, allowed CPUs, policy and priority come from
-``/proc/<pid>/task/<tid>/{stat,status}``. Nothing here touches the RT process
-beyond those reads.
+``/proc/<pid>/task/<tid>/{stat,status}``. The agent's heartbeat words and each
+cycle thread's ring counters (records waiting, dropped) come from the segment
+too. Nothing here touches the RT process beyond those reads.
 
 Exit codes: 0 the instance is running (or several were listed), 1 no such
 instance, or its owner is gone (a stale segment, shown anyway), 2 usage error,
@@ -28,7 +29,7 @@ from mxrc.rt._placement import ThreadPlacement, thread_placement
 from mxrc.rt._state import RtState
 
 if TYPE_CHECKING:
-    from mxrc.bus import Segment
+    from mxrc.bus import AgentHeartbeat, RingCounters, Segment
     from mxrc.rt._perf import CycleStats, PerfReport
 
 __all__ = [
@@ -93,6 +94,15 @@ class ThreadStatus:
     """Length of the window of :attr:`window_miss_rate` (watch mode), seconds."""
     window_miss_rate: float | None = None
     """Deadline misses per cycle since the previous refresh (watch mode)."""
+    rings: dict[str, RingCounters] | None = None
+    """Counters of the thread's rings by name (None: no ring set)."""
+    critical_overflow: bool = False
+    """Sticky: the thread's critical ring dropped an event."""
+
+    @property
+    def ring_drops(self) -> int:
+        """Records dropped by all of the thread's rings."""
+        return sum(c.dropped for c in (self.rings or {}).values())
 
     @property
     def simulated_clock(self) -> bool:
@@ -118,9 +128,29 @@ class ThreadStatus:
             "stalled": self.stalled,
             "window_s": self.window_s,
             "window_deadline_miss_rate": self.window_miss_rate,
+            "rings": None
+            if self.rings is None
+            else {n: _ring_dict(c) for n, c in self.rings.items()},
+            "ring_drops": self.ring_drops,
+            "critical_overflow": self.critical_overflow,
         }
         data.update(self.report.to_dict())
         return data
+
+
+def _ring_dict(c: RingCounters) -> dict[str, Any]:
+    from mxrc.bus import Priority
+
+    return {
+        "capacity": c.capacity,
+        "size": c.size,
+        "pushed": c.pushed,
+        "dropped": c.dropped,
+        "popped": c.popped,
+        "dropped_by_priority": {
+            p.name.lower(): n for p, n in zip(Priority, c.dropped_by_priority, strict=True)
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -133,10 +163,32 @@ class InstanceStatus:
     owner_alive: bool
     threads: tuple[ThreadStatus, ...]
     read_monotonic_ns: int = field(default=0, repr=False)
+    agent: AgentHeartbeat | None = None
+    """The segment's agent heartbeat words (pid, generation, last beat)."""
+    agent_alive: bool = False
+    """The agent's pid names a live process."""
 
     @property
     def owner_pid(self) -> int:
         return int(self.header["owner_pid"])
+
+    @property
+    def agent_heartbeat_age_s(self) -> float | None:
+        """Seconds since the agent's last beat (None: it never beat)."""
+        if self.agent is None:
+            return None
+        age = self.agent.age_ns(self.read_monotonic_ns or None)
+        return None if age is None else age / 1e9
+
+    def _agent_dict(self) -> dict[str, Any] | None:
+        if self.agent is None:
+            return None
+        return {
+            "pid": self.agent.pid,
+            "alive": self.agent_alive,
+            "generation": self.agent.generation,
+            "heartbeat_age_s": self.agent_heartbeat_age_s,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         created = int(self.header["created_realtime_ns"])
@@ -148,6 +200,8 @@ class InstanceStatus:
             "generation": int(self.header["generation"]),
             "layout_version": int(self.header["layout_version"]),
             "created": _iso(created) if created else None,
+            "agent": self._agent_dict(),
+            "critical_overflow": bool(self.header.get("critical_overflow", False)),
             "threads": [t.to_dict() for t in self.threads],
         }
 
@@ -192,11 +246,23 @@ def read_status(segment: Segment, previous: InstanceStatus | None = None) -> Ins
             if cycles > 0:
                 misses = stats.deadline_miss_count - old.stats.deadline_miss_count
                 window_rate = misses / cycles
+        rings, overflow = _rings_of(segment, name)
         threads.append(
             ThreadStatus(
-                name, slot_state, pid, stats, report, placement, age, window_s, window_rate
+                name,
+                slot_state,
+                pid,
+                stats,
+                report,
+                placement,
+                age,
+                window_s,
+                window_rate,
+                rings,
+                overflow,
             )
         )
+    agent = segment.agent_heartbeat()
     return InstanceStatus(
         segment.instance,
         segment.path,
@@ -204,7 +270,23 @@ def read_status(segment: Segment, previous: InstanceStatus | None = None) -> Ins
         segment.owner_alive(),
         tuple(threads),
         now,
+        agent,
+        agent.pid != 0 and _pid_alive(agent.pid),
     )
+
+
+def _rings_of(segment: Segment, name: str) -> tuple[dict[str, RingCounters] | None, bool]:
+    try:
+        rings = segment.rings(name)
+    except LookupError:  # released and reused meanwhile
+        return None, False
+    return rings.counters(), rings.critical_overflow
+
+
+def _pid_alive(pid: int) -> bool:
+    from mxrc.agent._agent import _pid_alive as alive
+
+    return alive(pid)
 
 
 # ---------------------------------------------------------------- text
@@ -260,6 +342,14 @@ def _thread_lines(t: ThreadStatus) -> list[str]:
     for label, s in rows:
         cells = "".join(f"{s[k]:>9.1f}" for k in ("min", "avg", "p50", "p99", "p999", "max"))
         lines.append(f"  {label:<20}{cells}")
+    if t.rings is not None:
+        cells = ", ".join(f"{n} {c.size}/{c.capacity} {c.dropped}" for n, c in t.rings.items())
+        lines.append(f"  rings (waiting/capacity dropped): {cells}")
+    if t.critical_overflow:
+        lines.append(
+            "  CRITICAL OVERFLOW: the critical ring was full and dropped an event (sticky; "
+            "is the agent draining?)"
+        )
     if t.stalled:
         lines.append(
             f"  WARNING: no heartbeat for {t.heartbeat_age_s:.1f} s although {r.state}: "
@@ -268,6 +358,18 @@ def _thread_lines(t: ThreadStatus) -> list[str]:
     if r.torn:
         lines.append("  warning: the stats kept changing while read (torn snapshot)")
     return lines
+
+
+def _agent_text(st: InstanceStatus) -> str:
+    a = st.agent
+    if a is None or (a.generation == 0 and a.heartbeat_ns == 0):
+        return "agent: none has attached yet"
+    age = st.agent_heartbeat_age_s
+    beat = _age_text(age).replace("heartbeat", "last heartbeat")
+    if a.pid == 0:
+        return f"agent: none attached (generation {a.generation} stopped; {beat})"
+    alive = "" if st.agent_alive else ", GONE"
+    return f"agent: pid {a.pid}{alive}, generation {a.generation}, {beat}"
 
 
 def _instance_lines(st: InstanceStatus) -> list[str]:
@@ -279,6 +381,7 @@ def _instance_lines(st: InstanceStatus) -> list[str]:
         f"  owner pid {st.owner_pid} ({alive}), generation {int(h['generation'])}, "
         f"layout v{int(h['layout_version'])}" + (f", created {_iso(created)}" if created else ""),
     ]
+    lines.append("  " + _agent_text(st))
     if not st.threads:
         lines.append("  no cycle thread has claimed a stats block yet")
     for t in st.threads:

@@ -139,6 +139,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             instance=args.instance,
             progress=not args.no_progress,
             watch_config=not args.no_watch_config,
+            agent=args.agent,
+            force_agent_thread=args.force_agent_thread,
         )
     except ValueError as exc:
         print(f"mxrc run: {exc}", file=err)
@@ -193,6 +195,20 @@ def _register_run(sub: SubparsersAction) -> None:
         "--no-watch-config",
         action="store_true",
         help="do not apply changes of the config directory's cpu_affinity.json during the run",
+    )
+    p.add_argument(
+        "--agent",
+        choices=("process", "thread", "none"),
+        default="process",
+        help="run the instance's agent as its own process (default), as a thread of this "
+        "process (native tier only, see --force-agent-thread), or not at all (the agent "
+        "heartbeat watchdog is then off)",
+    )
+    p.add_argument(
+        "--force-agent-thread",
+        action="store_true",
+        help="allow --agent thread with --tier python although the agent's threads then "
+        "delay every cycle (they take the GIL)",
     )
     p.set_defaults(handler=_run)
 
@@ -303,11 +319,61 @@ def _register_metrics(sub: SubparsersAction) -> None:
     p.set_defaults(handler=_metrics)
 
 
+def _agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from mxrc.agent._cli import AgentOptions, run_agent
+
+    opts = AgentOptions(
+        instance=args.instance,
+        config_dir=args.config,
+        events=args.events,
+        parent_pid=args.parent_pid,
+        takeover=args.takeover,
+    )
+    return run_agent(opts, out, err)
+
+
+def _register_agent(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="run an instance's agent: heartbeat, drain the rings, dispatch events",
+        description=(
+            "Attach to a running instance's shared-memory segment (/dev/shm/mxrc-NAME) as its "
+            "agent: write the agent heartbeat the RT side watches (failover_policy.json "
+            "rt.agent_heartbeat_interval_ms), drain every cycle thread's rings and dispatch "
+            "their events, until SIGINT/SIGTERM. Prints a one-line status on start. Instance "
+            "selection as mxrc status. Exit code 0: stopped by a signal, 1: no such instance, "
+            "its owner went away or another live agent serves it, 2: usage or configuration "
+            "error, 3: the segment cannot be read (not mxrc's, another layout version, "
+            "permission)."
+        ),
+    )
+    p.add_argument("--instance", metavar="NAME", help="instance to serve")
+    p.add_argument(
+        "--config",
+        metavar="DIR",
+        type=_directory_arg,
+        help="configuration directory (default: $MXRC_CONFIG_DIR, else built-in defaults)",
+    )
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="print every event received from the cycle threads as one JSON line",
+    )
+    p.add_argument(
+        "--takeover",
+        action="store_true",
+        help="start even while another live agent beats (it keeps draining too)",
+    )
+    p.add_argument("--parent-pid", type=_positive_int, help=argparse.SUPPRESS)
+    p.set_defaults(handler=_agent)
+
+
 SUBCOMMANDS: list[Registrar] = [
     _register_doctor,
     _register_run,
     _register_status,
     _register_metrics,
+    _register_agent,
 ]
 """Functions that add one subcommand each; later subcommands append here."""
 

@@ -11,6 +11,10 @@ turns them into the contract metrics (upstream-facts §5, ARCHITECTURE
 ``mxrc_cpu_affinity_info``, ``mxrc_cpu_current_core``, ``mxrc_numa_node`` and
 ``mxrc_numa_local_memory_percent``. Every series has a ``process`` label;
 per-cycle-thread series also an ``executive`` label (the stats block's name).
+Cycle threads with a ring set (in a segment) add ``mxrc_bus_ring_*`` series
+(label ``ring``: pushed, dropped, popped, depth, capacity, admission drops by
+priority, the sticky critical overflow), and a segment source the agent's
+heartbeat age, pid and attaches (``mxrc_bus_agent_*``, ``docs/agent.md``).
 
 Everything is computed when Prometheus scrapes (``collect()``), on the
 scraping thread. Serve it from a process without a Python cycle body (the
@@ -28,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
@@ -43,7 +46,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
-from mxrc.bus import BusCounters, Priority, Segment, StatsSlot
+from mxrc.bus import AgentHeartbeat, BusCounters, Priority, Segment, StatsSlot
 from mxrc.rt._cgroup import cpuset_info
 from mxrc.rt._isolation import isolated_cpus
 from mxrc.rt._perf import CycleStats, LatencyHistogram, StatsSource, read_stats
@@ -114,6 +117,8 @@ class _Thread:
     process: str
     stats: CycleStats
     pid: int | None
+    rings: Any = None
+    """The thread's ring set (``_core.bus.RingSet``), None for a private stats block."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class _Source:
     obj: object
     process: str
     read: Callable[[], list[_Thread]]
+    agent: Callable[[], AgentHeartbeat] | None = None
+    """The segment's agent heartbeat words (segment sources)."""
 
 
 def _segment_reader(seg: Segment, process: str) -> Callable[[], list[_Thread]]:
@@ -130,14 +137,27 @@ def _segment_reader(seg: Segment, process: str) -> Callable[[], list[_Thread]]:
         for slot in seg.slots():
             if slot["state"] == "claimed":
                 pids.setdefault(slot["name"], int(slot["claimer_pid"]))
-        return [_Thread(process, stats, pids.get(name)) for name, stats in seg.stats_all().items()]
+        return [
+            _Thread(process, stats, pids.get(name), _segment_rings(seg, name))
+            for name, stats in seg.stats_all().items()
+        ]
 
     return read
 
 
-def _local_reader(read_one: Callable[[], CycleStats], process: str) -> Callable[[], list[_Thread]]:
+def _segment_rings(seg: Segment, name: str) -> Any:
+    try:
+        return seg.rings(name).core
+    except LookupError:  # released and reused between the two reads
+        return None
+
+
+def _local_reader(
+    read_one: Callable[[], CycleStats], process: str, slot: Any = None
+) -> Callable[[], list[_Thread]]:
     pid = os.getpid()
-    return lambda: [_Thread(process, read_one(), pid)]
+    rings = getattr(slot, "rings", None)
+    return lambda: [_Thread(process, read_one(), pid, rings)]
 
 
 # ---------------------------------------------------------------- the window
@@ -353,13 +373,15 @@ class RtCollector:
     def add(self, source: object, *, process: str | None = None) -> None:
         """Collect from ``source`` too (see the class doc), labelled ``process``."""
         label = self._default_process if process is None else process
+        agent: Callable[[], AgentHeartbeat] | None = None
         if isinstance(source, Segment):
             read = _segment_reader(source, label)
+            agent = source.agent_heartbeat
         elif isinstance(source, StatsSource):
-            read = _local_reader(source.stats, label)
+            read = _local_reader(source.stats, label, getattr(source, "stats_slot", None))
         elif isinstance(source, StatsSlot):
             slot = source
-            read = _local_reader(lambda: read_stats(slot), label)
+            read = _local_reader(lambda: read_stats(slot), label, slot)
         else:
             raise TypeError(
                 "a metrics source must be an Executive (or have a stats() method), a StatsSlot "
@@ -368,7 +390,7 @@ class RtCollector:
         with self._lock:
             if any(s.obj is source for s in self._sources):
                 raise ValueError(f"{source!r} is already a source of this collector")
-            self._sources.append(_Source(source, label, read))
+            self._sources.append(_Source(source, label, read, agent))
 
     def remove(self, source: object) -> None:
         """Stop collecting from ``source``; ValueError when it is not a source."""
@@ -389,13 +411,14 @@ class RtCollector:
 
     def describe(self) -> Iterator[Metric]:
         """The metric families without samples (lets a registry check names up front)."""
-        return self._families().all()
+        return itertools.chain(self._families().all(), _RingFamilies().all())
 
     def collect(self) -> Iterator[Metric]:
         """Read every source now and yield the metric families."""
         threads = self._read_threads()
         now = self._clock()
         fam = self._families()
+        ring_fam = _RingFamilies()
         placements: dict[tuple[str, str], ThreadPlacement] = {}
         with self._lock:
             live: set[tuple[str, str]] = set()
@@ -403,6 +426,8 @@ class RtCollector:
                 key = (th.process, th.stats.name)
                 live.add(key)
                 labels = [th.process, th.stats.name]
+                if th.rings is not None:
+                    ring_fam.add_rings(labels, th.rings)
                 self._add_counters(fam, labels, th.stats)
                 self._add_histograms(fam, labels, th.stats)
                 self._add_gauges(fam, labels, th.stats, self._miss_rate(key, th.stats, now))
@@ -413,7 +438,14 @@ class RtCollector:
             for key in set(self._windows) - live:
                 del self._windows[key]
             self._add_residency(fam, threads, placements, now)
-        return fam.all()
+            sources = list(self._sources)
+        for source in sources:
+            if source.agent is not None:
+                try:
+                    ring_fam.add_agent(source.process, source.agent())
+                except Exception as exc:  # one broken source must not fail the scrape
+                    _log.warning("metrics: cannot read the agent words of %r: %s", source.obj, exc)
+        return itertools.chain(fam.all(), ring_fam.all())
 
     # ------------------------------------------------------------ collection helpers
 
@@ -642,6 +674,93 @@ class RtCollector:
             return _ResidencyCache(now, None, None)
         r = sample.residency
         return _ResidencyCache(now, r.local_node, 100.0 * r.local_ratio)
+
+
+# ---------------------------------------------------------------- the segment's rings
+
+_RING_LABELS = (*_LABELS, "ring")
+_RING_COUNTERS = {
+    "pushed": ("mxrc_bus_ring_pushed_total", "Records offered to the ring (accepted + dropped)."),
+    "dropped": (
+        "mxrc_bus_ring_dropped_total",
+        "Records dropped: the ring was full, or over the admission threshold of their priority "
+        "(the newest record is dropped; the producer never waits).",
+    ),
+    "popped": ("mxrc_bus_ring_popped_total", "Records taken out by the consumer."),
+}
+
+
+class _RingFamilies:
+    """The ``mxrc_bus_ring_*`` and ``mxrc_bus_agent_*`` families of one collection:
+    every ring of each cycle thread's ring set, and the segment's agent heartbeat."""
+
+    def __init__(self) -> None:
+        self.counters = {
+            k: CounterMetricFamily(name, doc, labels=_RING_LABELS)
+            for k, (name, doc) in _RING_COUNTERS.items()
+        }
+        self.by_priority = CounterMetricFamily(
+            "mxrc_bus_ring_admission_dropped_total",
+            "Records dropped by admission, by priority (low >= 80 % full, normal >= 90 %, "
+            "high and critical when full).",
+            labels=[*_RING_LABELS, "priority"],
+        )
+        self.depth = GaugeMetricFamily(
+            "mxrc_bus_ring_depth", "Records waiting in the ring.", labels=_RING_LABELS
+        )
+        self.capacity = GaugeMetricFamily(
+            "mxrc_bus_ring_capacity", "Records the ring holds.", labels=_RING_LABELS
+        )
+        self.overflow = GaugeMetricFamily(
+            "mxrc_bus_ring_critical_overflow",
+            "1 once the cycle thread's critical ring dropped a record (sticky; health UNHEALTHY).",
+            labels=_LABELS,
+        )
+        self.agent_age = GaugeMetricFamily(
+            "mxrc_bus_agent_heartbeat_age_seconds",
+            "Seconds since the agent's last heartbeat in the segment (absent before its first).",
+            labels=["process"],
+        )
+        self.agent_pid = GaugeMetricFamily(
+            "mxrc_bus_agent_pid",
+            "Pid of the agent attached to the segment; 0 = none (never attached, or stopped).",
+            labels=["process"],
+        )
+        self.agent_attaches = CounterMetricFamily(
+            "mxrc_bus_agent_attaches",
+            "Agents attached to the segment so far (the agent generation).",
+            labels=["process"],
+        )
+
+    def all(self) -> Iterator[Metric]:
+        yield from self.counters.values()
+        yield self.by_priority
+        yield self.depth
+        yield self.capacity
+        yield self.overflow
+        yield self.agent_age
+        yield self.agent_pid
+        yield self.agent_attaches
+
+    def add_rings(self, labels: list[str], rings: Any) -> None:
+        for ring, c in rings.counters().items():
+            lbl = [*labels, ring]
+            for key in _RING_COUNTERS:
+                self.counters[key].add_metric(lbl, float(c[key]))
+            for p in Priority:
+                self.by_priority.add_metric(
+                    [*lbl, p.name.lower()], float(c["dropped_by_priority"][p])
+                )
+            self.depth.add_metric(lbl, float(c["size"]))
+            self.capacity.add_metric(lbl, float(c["capacity"]))
+        self.overflow.add_metric(labels, 1.0 if rings.critical_overflow else 0.0)
+
+    def add_agent(self, process: str, hb: AgentHeartbeat) -> None:
+        age = hb.age_ns()
+        if age is not None:
+            self.agent_age.add_metric([process], age / 1e9)
+        self.agent_pid.add_metric([process], float(hb.pid))
+        self.agent_attaches.add_metric([process], float(hb.generation))
 
 
 # ---------------------------------------------------------------- the event bus
@@ -885,12 +1004,7 @@ class MetricsServer:
     def __enter__(self) -> MetricsServer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,14 @@ def data_dir() -> Path:
 @pytest.fixture
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+@pytest.fixture
+def instance(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique instance name for this test; its segment is removed afterwards."""
+    from mxrc.bus import Segment
+
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = f"test-{module}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    Segment.remove(name, force=True)

@@ -20,6 +20,7 @@ __all__ = [
     "run_child",
     "run_mxrc",
     "run_python",
+    "small_segment",
     "spawn_mxrc",
     "spawn_python",
 ]
@@ -133,3 +134,21 @@ def child_ready(proc: subprocess.Popen[str]) -> dict[str, Any]:
         raise AssertionError(err)
     result: dict[str, Any] = json.loads(line)
     return result
+
+
+def small_segment(instance: str, **options: int) -> Any:
+    """A segment with two stats slots and tiny rings (fast to create, easy to fill)."""
+    from mxrc.bus import Segment
+
+    sizes = {
+        "max_stats": 2,
+        "log_ring_capacity": 16,
+        "span_ring_capacity": 16,
+        "event_ring_capacity": 16,
+        "critical_ring_capacity": 4,
+        "command_ring_capacity": 16,
+        "datastore_bytes": 1024,
+        "datastore_slots": 16,
+    }
+    sizes.update(options)
+    return Segment.create(instance, **sizes)

@@ -23,6 +23,7 @@ FENCE = re.compile(r"^```\S+ file=(\S+)\n(.*?)^```$", re.M | re.S)
 # section heading -> what it needs: Python modules and a C compiler
 NEEDS = {
     "C, in a shared object": ((), True),
+    "The bus from C: data store and events": ((), True),
     "cffi, API mode": (("cffi",), True),
     "Cython, `nogil`": (("Cython", "setuptools"), True),
     "numba": (("numba",), False),

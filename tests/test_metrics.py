@@ -12,8 +12,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -173,13 +171,6 @@ class Writer:
     def cycles(self, n: int, *, missed: bool = False) -> None:
         for _ in range(n):
             self.cycle(missed=missed)
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    name = f"test-metrics-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    Segment.remove(name, force=True)
 
 
 def reap(proc: subprocess.Popen[str]) -> None:

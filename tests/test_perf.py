@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -39,13 +36,6 @@ def slot() -> _core.bus.StatsSlot:
     s = private_stats("main")
     _fill(s)
     return s
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    name = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    Segment.remove(name, force=True)
 
 
 def test_cycle_stats(slot: _core.bus.StatsSlot) -> None:

@@ -9,13 +9,11 @@ import shutil
 import struct
 import subprocess
 import time
-import uuid
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import child_ready, run_child, spawn_python
+from helpers import child_ready, run_child, small_segment, spawn_python
 
 from mxrc._native import _core
 from mxrc.bus import RING_KINDS, AgentHeartbeat, Ring, RingSet, Segment, private_stats
@@ -25,29 +23,6 @@ from mxrc.errors import ConfigError, SegmentError, SegmentInUseError
 
 bus = _core.bus
 CRITICAL, HIGH, NORMAL, LOW = 0, 1, 2, 3
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    name = f"test-rings-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    Segment.remove(name, force=True)
-
-
-def _small(instance: str, **kwargs: int) -> Segment:
-    """A segment with small rings (fast to create, easy to fill)."""
-    options = {
-        "max_stats": 2,
-        "log_ring_capacity": 16,
-        "span_ring_capacity": 16,
-        "event_ring_capacity": 16,
-        "critical_ring_capacity": 4,
-        "command_ring_capacity": 16,
-        "datastore_bytes": 1024,
-        "datastore_slots": 16,
-    }
-    options.update(kwargs)
-    return Segment.create(instance, **options)
 
 
 # ---------------------------------------------------------------- one ring
@@ -159,7 +134,7 @@ def test_admission_accepts_the_bus_priority_enum() -> None:
 
 
 def test_segment_layout_v2_region_table(instance: str) -> None:
-    with _small(instance, event_ring_capacity=32) as seg:
+    with small_segment(instance, event_ring_capacity=32) as seg:
         h = seg.header
         assert h["layout_version"] == 2
         assert h["header_size"] == bus.SEGMENT_HEADER_SIZE == 384
@@ -223,7 +198,7 @@ def test_bad_ring_capacities_are_refused(instance: str, kwargs: dict[str, int], 
 
 
 def test_datastore_region_is_zeroed_aligned_writable_and_kept_mapped(instance: str) -> None:
-    seg = _small(instance)
+    seg = small_segment(instance)
     region = seg.datastore_region()
     assert region.size == len(region) == seg.header["datastore_bytes"] > 0
     assert region.address % 64 == 0
@@ -269,13 +244,13 @@ def test_attach_waits_for_a_creator_still_initialising(instance: str) -> None:
 
 
 def test_no_datastore(instance: str) -> None:
-    with _small(instance, datastore_bytes=0) as seg:
+    with small_segment(instance, datastore_bytes=0) as seg:
         assert seg.header["datastore_bytes"] == 0
         assert seg.datastore_region().size == 0
 
 
 def test_one_ring_set_per_stats_slot(instance: str) -> None:
-    with _small(instance) as seg:
+    with small_segment(instance) as seg:
         a = seg.claim_stats("a")
         b = seg.claim_stats("b")
         ra, rb = RingSet.of(a), RingSet.of(b)
@@ -301,7 +276,7 @@ def test_one_ring_set_per_stats_slot(instance: str) -> None:
 
 
 def test_rings_keep_records_across_claims_and_processes(instance: str) -> None:
-    with _small(instance) as seg:
+    with small_segment(instance) as seg:
         run_child(
             f"""
             import json
@@ -324,7 +299,7 @@ def test_rings_keep_records_across_claims_and_processes(instance: str) -> None:
 
 
 def test_critical_overflow_is_sticky_on_the_set_and_the_segment(instance: str) -> None:
-    with _small(instance) as seg:
+    with small_segment(instance) as seg:
         slot = seg.claim_stats("main")
         rings = RingSet.of(slot)
         assert rings is not None
@@ -346,7 +321,7 @@ def test_critical_overflow_is_sticky_on_the_set_and_the_segment(instance: str) -
 
 
 def test_publish_event_admits_by_priority_into_the_event_ring(instance: str) -> None:
-    with _small(instance) as seg:
+    with small_segment(instance) as seg:
         slot = seg.claim_stats("main")
         rings = RingSet.of(slot)
         assert rings is not None
@@ -361,7 +336,7 @@ def test_publish_event_admits_by_priority_into_the_event_ring(instance: str) -> 
 
 
 def test_commands_flow_agent_to_rt_across_processes(instance: str) -> None:
-    with _small(instance) as seg:
+    with small_segment(instance) as seg:
         slot = seg.claim_stats("main")
         rings = RingSet.of(slot)
         assert rings is not None
@@ -512,7 +487,7 @@ def test_v1_and_v2_refuse_each_other(instance: str, v1_probe: Path) -> None:
 
 
 def test_agent_heartbeat_words(instance: str) -> None:
-    with _small(instance) as seg:
+    with small_segment(instance) as seg:
         hb = seg.agent_heartbeat()
         assert hb == AgentHeartbeat(0, 0, 0)
         assert hb.age_ns() is None and hb.stale(10**12)
@@ -629,7 +604,7 @@ def test_two_process_stress(instance: str, case: tuple[str, int, bool, int, int]
 def test_two_processes_through_the_python_api(instance: str) -> None:
     """Python push in a child, Python pop here, concurrently."""
     n = 20_000
-    with _small(instance, event_ring_capacity=64) as seg:
+    with small_segment(instance, event_ring_capacity=64) as seg:
         slot = seg.claim_stats("main")
         rings = RingSet.of(slot)
         assert rings is not None
@@ -682,7 +657,7 @@ def test_non_rt_producers_in_two_processes_are_serialised(instance: str) -> None
     (serialised by the ring's producer lock); every record intact, each
     producer's order kept."""
     n = 5_000
-    with _small(instance, command_ring_capacity=32) as seg:
+    with small_segment(instance, command_ring_capacity=32) as seg:
         slot = seg.claim_stats("main")
         rings = RingSet.of(slot)
         assert rings is not None

@@ -9,8 +9,6 @@ import stat
 import struct
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +19,6 @@ from mxrc.bus import LAYOUT_VERSION, Segment, segment_path
 from mxrc.errors import SegmentError, SegmentInUseError
 
 bus = _core.bus
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    name = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield name
-    Segment.remove(name, force=True)
 
 
 def _owner_child(instance: str) -> subprocess.Popen[str]:

@@ -11,6 +11,14 @@
 // On a simulated clock a Python body's start is the loop's virtual time and
 // its GIL wait is not recorded: real waits would make the stats differ from
 // run to run.
+//
+// The bus: the executive takes the stats slot's ring set (a _core.bus.RingSet),
+// a data store (_core.datastore.DataStore, or mxrc.bus.DataStore) and, for the
+// agent watchdog, the segment (_core.bus.Segment) whose header holds the
+// agent's heartbeat. What keeps their memory mapped lives in Guts, with the
+// executive. A Python body publishes with ctx.publish() (encoded by
+// mxrc.rt._executive._ctx_event_record, then copied into the ring like a
+// native body's publish_event) and polls with ctx.poll_event().
 #include "mxrc/cycle.hpp"
 
 #include <dlfcn.h>
@@ -20,7 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,7 +39,9 @@
 #include <vector>
 
 #include "mxrc/error.hpp"
+#include "mxrc/segment.hpp"
 #include "register.hpp"
+#include "rings.hpp"
 #include "stats_slot.hpp"
 #include "thread_setup_args.hpp"
 
@@ -60,7 +72,70 @@ constexpr std::int64_t kSignalCheckNs = 20'000'000;  // <= 50 ms between PyErr_C
 struct CycleContext {
   mxrc_cycle_ctx ctx{};
   Executive* executive = nullptr;  // cleared when the executive goes away
+  std::string name;                // the executive's, for messages
+  py::object encode;               // (type, payload, priority, target_id, carrier) -> record
+  py::object decode;               // record -> mxrc.bus.Event
 };
+
+// The kernel thread id of the calling thread (cached per thread).
+std::int32_t this_tid() noexcept {
+  thread_local const auto tid = static_cast<std::int32_t>(::syscall(SYS_gettid));
+  return tid;
+}
+
+// The executive of a context, on its own cycle thread (the single producer of
+// the RT->agent rings and the single consumer of the command ring).
+Executive& bus_executive(const CycleContext& c, const char* what) {
+  if (c.executive == nullptr) {
+    throw std::runtime_error(std::string("ctx.") + what +
+                             ": the executive of this context is gone");
+  }
+  if (!c.executive->has_rings()) {
+    throw UnsupportedError(std::string("ctx.") + what + ": executive '" + c.name +
+                           "' has no ring set: it writes a private stats block; create it with "
+                           "segment=... to exchange events with the agent");
+  }
+  if (this_tid() != c.executive->tid()) {
+    throw std::runtime_error(std::string("ctx.") + what +
+                             ": call it from the body, on executive '" + c.name +
+                             "''s cycle thread (the only producer and consumer of its "
+                             "rings on the RT side)");
+  }
+  return *c.executive;
+}
+
+py::object publish_from_python(CycleContext& c, const py::object& type, const py::object& payload,
+                               const py::object& priority, const py::object& target_id,
+                               const py::object& carrier) {
+  Executive& e = bus_executive(c, "publish");
+  const py::object record = c.encode(type, payload, priority, target_id, carrier);
+  char* data = nullptr;
+  Py_ssize_t len = 0;
+  if (PyBytes_AsStringAndSize(record.ptr(), &data, &len) != 0) throw py::error_already_set();
+  if (static_cast<std::size_t>(len) != sizeof(mxrc_event)) {
+    throw std::runtime_error("ctx.publish: the encoder returned " + std::to_string(len) +
+                             " bytes, an mxrc_event is " + std::to_string(sizeof(mxrc_event)));
+  }
+  mxrc_event ev;
+  std::memcpy(&ev, data, sizeof ev);
+  const int rc = e.publish_event(&ev);
+  if (rc == 0) return py::bool_(true);
+  if (rc == ENOSPC) return py::bool_(false);
+  throw py::value_error("ctx.publish: the ring refused the event record (errno " +
+                        std::to_string(rc) + ")");
+}
+
+py::object poll_from_python(CycleContext& c) {
+  Executive& e = bus_executive(c, "poll_event");
+  mxrc_event ev;
+  const int rc = e.poll_event(&ev);
+  if (rc == EAGAIN) return py::none();
+  if (rc != 0) {
+    throw std::runtime_error("ctx.poll_event: the command ring failed (errno " +
+                             std::to_string(rc) + ")");
+  }
+  return c.decode(py::bytes(reinterpret_cast<const char*>(&ev), sizeof ev));
+}
 
 // State shared by the Python-tier actions, hooks and thread hooks of one
 // executive.
@@ -133,7 +208,9 @@ class PyExecutive {
  public:
   PyExecutive(py::object stats_slot, const std::string& name, std::int64_t period_ns,
               std::int64_t deadline_ns, int overrun, int on_error, const std::string& thread_name,
-              bool allow_sched_fallback, int clock, const py::kwargs& setup)
+              bool allow_sched_fallback, int clock, const py::object& rings,
+              const py::object& datastore, const py::object& agent_segment,
+              std::int64_t agent_timeout_ns, const py::kwargs& setup)
       : stats_slot_(std::move(stats_slot)) {
     auto& slot = stats_slot_.cast<StatsSlot&>();
     if (slot.block == nullptr) throw std::invalid_argument("stats slot without a block");
@@ -150,11 +227,19 @@ class PyExecutive {
     cfg.allow_sched_fallback = allow_sched_fallback;
     cfg.clock = static_cast<ClockKind>(clock);
     apply_setup_kwargs(setup, cfg.setup, "Executive");
+    attach_bus(cfg, rings, datastore, agent_segment, agent_timeout_ns);
     exec_ = std::make_unique<Executive>(std::move(cfg), slot.block);
     guts_->tier.simulated = exec_->simulated();
 
     auto ctx = std::make_unique<CycleContext>();
     ctx->executive = exec_.get();
+    ctx->name = name;
+    if (exec_->has_rings()) {
+      // Imported here, not on the cycle thread.
+      const py::module_ m = py::module_::import("mxrc.rt._executive");
+      ctx->encode = m.attr("_ctx_event_record");
+      ctx->decode = m.attr("_ctx_event_from_record");
+    }
     guts_->ctx_obj = py::cast(std::move(ctx));
     guts_->tier.ctx = &guts_->ctx_obj.cast<CycleContext&>();
     guts_->tier.ctx_obj = guts_->ctx_obj.ptr();
@@ -388,10 +473,60 @@ class PyExecutive {
 
   Executive& core() { return *exec_; }
   const py::object& stats_slot() const { return stats_slot_; }
+  py::object rings() const { return guts_->rings_obj; }
+  py::object datastore() const { return guts_->datastore_obj; }
 
  private:
   static void check_callable(const py::object& fn) {
     if (!PyCallable_Check(fn.ptr())) throw py::type_error("body must be callable");
+  }
+
+  // Fills the bus part of cfg; what keeps the memory mapped goes to guts_.
+  void attach_bus(ExecutiveConfig& cfg, const py::object& rings, const py::object& datastore,
+                  const py::object& agent_segment, std::int64_t agent_timeout_ns) {
+    if (!rings.is_none()) {
+      if (!py::isinstance<PyRingSet>(rings)) {
+        throw py::type_error("rings must be a _core.bus.RingSet (StatsSlot.rings) or None, got " +
+                             std::string(py::str(py::type::of(rings).attr("__name__"))));
+      }
+      const auto& rs = rings.cast<const PyRingSet&>();
+      if (!rs.set.valid()) throw std::invalid_argument("rings: not a formatted ring set");
+      guts_->ring_view = rs.set;
+      guts_->rings_obj = rings;
+      cfg.rings = &guts_->ring_view;
+    }
+    if (!datastore.is_none()) {
+      // mxrc.bus.DataStore wraps the core object.
+      py::object core = py::getattr(datastore, "_core_store", datastore);
+      const py::object cls = py::module_::import("mxrc._core").attr("datastore").attr("DataStore");
+      if (!py::isinstance(core, cls)) {
+        throw py::type_error("datastore must be an mxrc.bus.DataStore (or its core) or None, got " +
+                             std::string(py::str(py::type::of(datastore).attr("__name__"))));
+      }
+      // The core object holds the DataStore view (and keeps its region alive).
+      cfg.datastore = reinterpret_cast<DataStore*>(core.attr("address").cast<std::uintptr_t>());
+      guts_->datastore_obj = core;
+    }
+    if (agent_timeout_ns < 0) {
+      throw py::value_error("agent_timeout_ns must be >= 0 (0 = no agent watchdog), got " +
+                            std::to_string(agent_timeout_ns));
+    }
+    if (agent_timeout_ns > 0) {
+      if (agent_segment.is_none()) {
+        throw py::value_error(
+            "agent_timeout_ns needs agent_segment: the agent's heartbeat is in the segment");
+      }
+      py::object core = py::getattr(agent_segment, "_core_segment", agent_segment);
+      if (!py::isinstance<Segment>(core)) {
+        throw py::type_error("agent_segment must be an mxrc.bus.Segment (or its core), got " +
+                             std::string(py::str(py::type::of(agent_segment).attr("__name__"))));
+      }
+      const auto seg = core.cast<std::shared_ptr<Segment>>();
+      const SegmentHeader* h = seg->raw_header();  // SegmentError when closed
+      guts_->segment_keep = seg->keepalive();
+      cfg.agent_heartbeat = &h->agent_heartbeat_ns;
+      cfg.agent_timeout_ns = agent_timeout_ns;
+    }
   }
 
   py::object stats_slot_;
@@ -403,6 +538,12 @@ class PyExecutive {
     PyTier tier;
     std::vector<std::unique_ptr<PyAction>> actions;
     std::vector<py::object> keep;
+    // The bus: the ring set's view and handle, the data store's core object
+    // (its view and region), the segment mapping holding the heartbeat word.
+    RingSet ring_view{};
+    py::object rings_obj = py::none();
+    py::object datastore_obj = py::none();
+    std::shared_ptr<void> segment_keep;
   };
   std::unique_ptr<Guts> guts_ = std::make_unique<Guts>();
   std::unique_ptr<Executive> exec_;  // destroyed (joined) before guts_
@@ -415,6 +556,10 @@ void register_cycle(py::module_& m) {
   m.attr("ABI_VERSION") = MXRC_ABI_VERSION;
   m.attr("API_SIZE") = sizeof(mxrc_api);
   m.attr("CTX_SIZE") = sizeof(mxrc_cycle_ctx);
+  m.attr("EVENT_SIZE") = sizeof(mxrc_event);
+  m.attr("SAFE_REASON_REQUESTED") = kSafeReasonRequested;
+  m.attr("SAFE_REASON_BODY_ERROR") = kSafeReasonBodyError;
+  m.attr("SAFE_REASON_AGENT") = kSafeReasonAgent;
 
   m.def(
       "dladdr",
@@ -481,26 +626,45 @@ void register_cycle(py::module_& m) {
            [](const CycleContext& c) {
              if (c.executive) c.executive->request_stop();
            })
-      .def("request_safe_mode", [](const CycleContext& c) {
-        if (c.executive) c.executive->enter_safe_mode();
-      });
+      .def("request_safe_mode",
+           [](const CycleContext& c) {
+             if (c.executive) c.executive->enter_safe_mode();
+           })
+      .def("publish", &publish_from_python, py::arg("type"), py::arg("payload") = py::none(),
+           py::kw_only(), py::arg("priority") = "NORMAL", py::arg("target_id") = "",
+           py::arg("carrier") = py::none(),
+           "Copy an event into this cycle thread's RT->agent ring (CRITICAL: the critical "
+           "ring); True when queued, False when dropped by admission.")
+      .def("poll_event", &poll_from_python,
+           "The next agent->RT event or command (mxrc.bus.Event), or None.")
+      .def_property_readonly(
+          "has_bus",
+          [](const CycleContext& c) { return c.executive != nullptr && c.executive->has_rings(); },
+          "True when the executive has a ring set (publish/poll_event work).");
 
   py::class_<PyExecutive>(m, "Executive")
       .def(py::init([](py::object stats, const std::string& name, std::int64_t period_ns,
                        std::int64_t deadline_ns, int overrun, int on_error,
                        const std::string& thread_name, bool allow_sched_fallback, int clock,
+                       const py::object& rings, const py::object& datastore,
+                       const py::object& agent_segment, std::int64_t agent_timeout_ns,
                        const py::kwargs& setup) {
              return std::make_unique<PyExecutive>(std::move(stats), name, period_ns, deadline_ns,
                                                   overrun, on_error, thread_name,
-                                                  allow_sched_fallback, clock, setup);
+                                                  allow_sched_fallback, clock, rings, datastore,
+                                                  agent_segment, agent_timeout_ns, setup);
            }),
            py::arg("stats"), py::kw_only(), py::arg("name") = "main",
            py::arg("period_ns") = 1'000'000, py::arg("deadline_ns") = 0, py::arg("overrun") = 0,
            py::arg("on_error") = 0, py::arg("thread_name") = "",
            py::arg("allow_sched_fallback") = false, py::arg("clock") = 0,
+           py::arg("rings") = py::none(), py::arg("datastore") = py::none(),
+           py::arg("agent_segment") = py::none(), py::arg("agent_timeout_ns") = 0,
            "Executive(stats, *, name, period_ns, deadline_ns, overrun, on_error, thread_name, "
-           "allow_sched_fallback, clock (0 monotonic, 1 simulated), **setup); setup: the "
-           "thread-setup keywords (csrc/bindings/thread_setup_args.hpp)")
+           "allow_sched_fallback, clock (0 monotonic, 1 simulated), rings (a _core.bus.RingSet), "
+           "datastore (a _core.datastore.DataStore), agent_segment (a _core.bus.Segment), "
+           "agent_timeout_ns (0 = no agent watchdog), **setup); setup: the thread-setup keywords "
+           "(csrc/bindings/thread_setup_args.hpp)")
       .def("add_python_action", &PyExecutive::add_python_action, py::arg("fn"),
            py::arg("every") = 1, py::arg("offset") = 0)
       .def("add_native_action", &PyExecutive::add_native_action, py::arg("address"),
@@ -545,7 +709,19 @@ void register_cycle(py::module_& m) {
                              [](PyExecutive& e) { return e.core().config().period_ns; })
       .def_property_readonly("deadline_ns",
                              [](PyExecutive& e) { return e.core().config().deadline_ns; })
-      .def_property_readonly("stats_slot", &PyExecutive::stats_slot);
+      .def_property_readonly("stats_slot", &PyExecutive::stats_slot)
+      .def_property_readonly("rings", &PyExecutive::rings, "the _core.bus.RingSet, or None")
+      .def_property_readonly("datastore", &PyExecutive::datastore,
+                             "the _core.datastore.DataStore, or None")
+      .def_property_readonly("agent_watchdog",
+                             [](PyExecutive& e) { return e.core().agent_watchdog(); })
+      .def_property_readonly("agent_timeout_ns",
+                             [](PyExecutive& e) { return e.core().agent_timeout_ns(); })
+      .def_property_readonly("safe_mode_reasons",
+                             [](PyExecutive& e) { return e.core().safe_mode_reasons(); })
+      .def_property_readonly("loop_events", [](PyExecutive& e) { return e.core().loop_events(); })
+      .def_property_readonly("loop_events_dropped",
+                             [](PyExecutive& e) { return e.core().loop_events_dropped(); });
 }
 
 }  // namespace mxrc::bindings

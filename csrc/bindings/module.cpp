@@ -53,4 +53,6 @@ PYBIND11_MODULE(_core, m) {
   mxrc::bindings::register_demo(demo);
   auto datastore = m.def_submodule("datastore", "the data store: typed slots with versions");
   mxrc::bindings::register_datastore(datastore);
+  auto bench = m.def_submodule("_bench", "C++ loops for bench/ (not an API)");
+  mxrc::bindings::register_bench(bench);
 }

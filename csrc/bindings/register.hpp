@@ -11,4 +11,5 @@ void register_bus(pybind11::module_& m);
 void register_cycle(pybind11::module_& m);
 void register_demo(pybind11::module_& m);
 void register_datastore(pybind11::module_& m);
+void register_bench(pybind11::module_& m);
 }  // namespace mxrc::bindings

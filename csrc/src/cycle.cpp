@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <utility>
@@ -44,7 +45,98 @@ int invoke_function(void* target, const mxrc_cycle_ctx* ctx, Invocation* /*inv*/
   }
 }
 
+#ifdef MXRC_EVENT_FLAG_JSON
+static_assert(kEventFlagJson == MXRC_EVENT_FLAG_JSON);
+#endif
+
+constexpr std::uint64_t kEventSeqMask = (std::uint64_t{1} << 48) - 1;
+constexpr std::int64_t kNsPerMs = 1'000'000;
+
+// Appends JSON text to a fixed buffer (an event's payload) without any
+// formatting function: no allocation, no locale. Silently stops at the end of
+// the buffer (the loop's payloads are far shorter than it).
+class JsonOut {
+ public:
+  JsonOut(std::uint8_t* buf, std::size_t cap) noexcept : buf_(buf), cap_(cap) {}
+  void raw(const char* s) noexcept {
+    while (*s != '\0' && n_ < cap_) buf_[n_++] = static_cast<std::uint8_t>(*s++);
+  }
+  void str(const char* s) noexcept {  // only names without quotes or escapes
+    raw("\"");
+    raw(s);
+    raw("\"");
+  }
+  void uint(std::uint64_t v) noexcept {
+    char digits[20];
+    int k = 0;
+    do {
+      digits[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    while (k > 0 && n_ < cap_) buf_[n_++] = static_cast<std::uint8_t>(digits[--k]);
+  }
+  // ns as milliseconds: "500", or "0.25" (up to six decimals, trailing zeros dropped).
+  void ms(std::int64_t ns) noexcept {
+    if (ns < 0) ns = 0;
+    const auto u = static_cast<std::uint64_t>(ns);
+    uint(u / kNsPerMs);
+    std::uint64_t frac = u % kNsPerMs;
+    if (frac == 0) return;
+    char d[6];
+    for (int i = 5; i >= 0; --i) {
+      d[i] = static_cast<char>('0' + frac % 10);
+      frac /= 10;
+    }
+    int last = 5;
+    while (last > 0 && d[last] == '0') --last;
+    raw(".");
+    for (int i = 0; i <= last && n_ < cap_; ++i) buf_[n_++] = static_cast<std::uint8_t>(d[i]);
+  }
+  std::size_t size() const noexcept { return n_; }
+
+ private:
+  std::uint8_t* buf_;
+  std::size_t cap_;
+  std::size_t n_ = 0;
+};
+
+void set_type(mxrc_event& ev, const char* type) noexcept {
+  std::size_t i = 0;
+  for (; type[i] != '\0' && i < sizeof ev.type; ++i) ev.type[i] = type[i];
+}
+
+const char* safe_reason_name(std::uint32_t reason) noexcept {
+  switch (reason) {
+    case kSafeReasonRequested:
+      return "requested";
+    case kSafeReasonBodyError:
+      return "body_error";
+    case kSafeReasonAgent:
+      return "agent";
+    default:
+      return "unknown";
+  }
+}
+
 }  // namespace
+
+const char* state_trigger_name(StateTrigger t) noexcept {
+  switch (t) {
+    case StateTrigger::Start:
+      return "start";
+    case StateTrigger::Request:
+      return "request";
+    case StateTrigger::BodyError:
+      return "body_error";
+    case StateTrigger::Agent:
+      return "agent";
+    case StateTrigger::Stop:
+      return "stop";
+    case StateTrigger::ClockError:
+      return "clock_error";
+  }
+  return "unknown";
+}
 
 // The C function table. Its functions reach the Executive through ctx->executive.
 struct ExecutiveApi {
@@ -76,6 +168,51 @@ struct ExecutiveApi {
     Executive* e = self(ctx);
     return e == nullptr ? EINVAL : e->sim_advance(ns);
   }
+  // Data store: ctx -> executive -> its data store (null: ENOENT). Writes
+  // take the RT path (EBUSY instead of waiting).
+  static std::int32_t ds_find(const mxrc_cycle_ctx* ctx, const char* name) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? -EINVAL : ds_c::find(e->ds_, name);
+  }
+  static std::int32_t ds_read(const mxrc_cycle_ctx* ctx, std::int32_t index, void* out,
+                              std::uint32_t cap, std::uint32_t* len_out,
+                              std::uint64_t* version_out) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : ds_c::read(e->ds_, index, out, cap, len_out, version_out);
+  }
+  static std::int32_t ds_write(const mxrc_cycle_ctx* ctx, std::int32_t index, const void* value,
+                               std::uint32_t len) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : ds_c::write(e->ds_, index, value, len);
+  }
+  static std::int32_t ds_read_f64(const mxrc_cycle_ctx* ctx, std::int32_t index,
+                                  double* out) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : ds_c::read_f64(e->ds_, index, out);
+  }
+  static std::int32_t ds_write_f64(const mxrc_cycle_ctx* ctx, std::int32_t index,
+                                   double value) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : ds_c::write_f64(e->ds_, index, value);
+  }
+  static std::int32_t ds_read_i64(const mxrc_cycle_ctx* ctx, std::int32_t index,
+                                  std::int64_t* out) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : ds_c::read_i64(e->ds_, index, out);
+  }
+  static std::int32_t ds_write_i64(const mxrc_cycle_ctx* ctx, std::int32_t index,
+                                   std::int64_t value) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : ds_c::write_i64(e->ds_, index, value);
+  }
+  static std::int32_t publish_event(const mxrc_cycle_ctx* ctx, const mxrc_event* ev) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : e->publish_event(ev);
+  }
+  static std::int32_t poll_event(const mxrc_cycle_ctx* ctx, mxrc_event* out) noexcept {
+    Executive* e = self(ctx);
+    return e == nullptr ? EINVAL : e->poll_event(out);
+  }
 };
 
 extern "C" {
@@ -91,6 +228,35 @@ static int64_t mxrc_api_clock_ns(const mxrc_cycle_ctx* ctx) { return ExecutiveAp
 static int32_t mxrc_api_sim_advance(const mxrc_cycle_ctx* ctx, int64_t ns) {
   return ExecutiveApi::sim_advance(ctx, ns);
 }
+static int32_t mxrc_api_ds_find(const mxrc_cycle_ctx* ctx, const char* name) {
+  return ExecutiveApi::ds_find(ctx, name);
+}
+static int32_t mxrc_api_ds_read(const mxrc_cycle_ctx* ctx, int32_t index, void* out, uint32_t cap,
+                                uint32_t* len_out, uint64_t* version_out) {
+  return ExecutiveApi::ds_read(ctx, index, out, cap, len_out, version_out);
+}
+static int32_t mxrc_api_ds_write(const mxrc_cycle_ctx* ctx, int32_t index, const void* value,
+                                 uint32_t len) {
+  return ExecutiveApi::ds_write(ctx, index, value, len);
+}
+static int32_t mxrc_api_ds_read_f64(const mxrc_cycle_ctx* ctx, int32_t index, double* out) {
+  return ExecutiveApi::ds_read_f64(ctx, index, out);
+}
+static int32_t mxrc_api_ds_write_f64(const mxrc_cycle_ctx* ctx, int32_t index, double value) {
+  return ExecutiveApi::ds_write_f64(ctx, index, value);
+}
+static int32_t mxrc_api_ds_read_i64(const mxrc_cycle_ctx* ctx, int32_t index, int64_t* out) {
+  return ExecutiveApi::ds_read_i64(ctx, index, out);
+}
+static int32_t mxrc_api_ds_write_i64(const mxrc_cycle_ctx* ctx, int32_t index, int64_t value) {
+  return ExecutiveApi::ds_write_i64(ctx, index, value);
+}
+static int32_t mxrc_api_publish_event(const mxrc_cycle_ctx* ctx, const mxrc_event* event) {
+  return ExecutiveApi::publish_event(ctx, event);
+}
+static int32_t mxrc_api_poll_event(const mxrc_cycle_ctx* ctx, mxrc_event* out) {
+  return ExecutiveApi::poll_event(ctx, out);
+}
 }
 
 const mxrc_api* Executive::api() noexcept {
@@ -104,6 +270,15 @@ const mxrc_api* Executive::api() noexcept {
     t.request_stop = &mxrc_api_request_stop;
     t.clock_ns = &mxrc_api_clock_ns;
     t.sim_advance = &mxrc_api_sim_advance;
+    t.ds_find = &mxrc_api_ds_find;
+    t.ds_read = &mxrc_api_ds_read;
+    t.ds_write = &mxrc_api_ds_write;
+    t.ds_read_f64 = &mxrc_api_ds_read_f64;
+    t.ds_write_f64 = &mxrc_api_ds_write_f64;
+    t.ds_read_i64 = &mxrc_api_ds_read_i64;
+    t.ds_write_i64 = &mxrc_api_ds_write_i64;
+    t.publish_event = &mxrc_api_publish_event;
+    t.poll_event = &mxrc_api_poll_event;
     return t;
   }();
   return &table;
@@ -136,6 +311,25 @@ Executive::Executive(ExecutiveConfig config, StatsBlock* stats)
   if (config_.rusage_every == 0) config_.rusage_every = 100;
   if (config_.thread_name.empty()) config_.thread_name = "mxrc-" + config_.name;
   if (config_.thread_name.size() > 15) config_.thread_name.resize(15);
+  if (config_.agent_timeout_ns < 0) throw std::invalid_argument("agent_timeout_ns must be >= 0");
+  if (config_.rings != nullptr) {
+    if (!config_.rings->valid()) throw std::invalid_argument("rings: not a formatted ring set");
+    rings_ = *config_.rings;
+    has_rings_ = true;
+    event_id_base_ = static_cast<std::uint64_t>(rings_.slot_index()) << 48;
+  }
+  if (config_.datastore != nullptr) {
+    if (!config_.datastore->valid()) throw std::invalid_argument("datastore: not a data store");
+    ds_view_ = *config_.datastore;
+    ds_ = &ds_view_;
+  }
+  // The views are copied: the config keeps no pointer to the caller's.
+  config_.rings = nullptr;
+  config_.datastore = nullptr;
+  if (config_.agent_heartbeat != nullptr && config_.agent_timeout_ns > 0 && !simulated_) {
+    agent_hb_ = config_.agent_heartbeat;
+    agent_timeout_ns_ = config_.agent_timeout_ns;
+  }
   // Pre-size so that nothing grows later; actions are added before start().
   actions_.reserve(8);
 }
@@ -260,9 +454,125 @@ bool Executive::join(std::int64_t timeout_ns) {
   return true;
 }
 
-void Executive::set_state(RtState s) noexcept {
-  state_.store(static_cast<std::int32_t>(s), std::memory_order_release);
+void Executive::set_state(RtState s, StateTrigger trigger) noexcept {
+  const auto prev = static_cast<RtState>(
+      state_.exchange(static_cast<std::int32_t>(s), std::memory_order_acq_rel));
   writer_.set_state(s);
+  if (s == RtState::Error || s == RtState::Shutdown) {
+    safe_reasons_.store(0, std::memory_order_release);
+  }
+  if (prev == s || !has_rings_) return;
+  mxrc_event ev{};
+  set_type(ev, "rt.state_changed");
+  JsonOut j(ev.payload, sizeof ev.payload);
+  j.raw("{\"from\":");
+  j.str(rt_state_name(prev));
+  j.raw(",\"to\":");
+  j.str(rt_state_name(s));
+  j.raw(",\"trigger\":");
+  j.str(state_trigger_name(trigger));
+  j.raw("}");
+  ev.payload_len = static_cast<std::uint16_t>(j.size());
+  emit(ev);
+}
+
+std::uint64_t Executive::next_event_id() noexcept {
+  const std::uint64_t seq = event_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  return event_id_base_ | (seq & kEventSeqMask);
+}
+
+void Executive::emit(mxrc_event& ev) noexcept {
+  ev.priority = MXRC_PRIO_HIGH;
+  ev.flags = kEventFlagJson;
+  loop_events_.fetch_add(1, std::memory_order_relaxed);
+  if (publish_event(&ev) != 0) loop_events_dropped_.fetch_add(1, std::memory_order_relaxed);
+}
+
+int Executive::publish_event(const mxrc_event* ev) noexcept {
+  if (!has_rings_) return ENOENT;
+  if (ev == nullptr || ev->priority > MXRC_PRIO_LOW || ev->payload_len > MXRC_EVENT_PAYLOAD_MAX ||
+      ev->type[0] == '\0') {
+    return EINVAL;
+  }
+  if (ev->id != 0 && ev->timestamp_ns != 0) {
+    return rings_.publish_event(ev, sizeof *ev, ev->priority);
+  }
+  mxrc_event e;
+  std::memcpy(&e, ev, sizeof e);
+  if (e.id == 0) e.id = next_event_id();
+  if (e.timestamp_ns == 0) e.timestamp_ns = now();
+  return rings_.publish_event(&e, sizeof e, e.priority);
+}
+
+int Executive::poll_event(mxrc_event* out) noexcept {
+  if (!has_rings_) return ENOENT;
+  if (out == nullptr) return EINVAL;
+  std::size_t len = 0;
+  const int rc = rings_.poll_command(out, sizeof *out, &len);
+  if (rc == 0 && len < sizeof *out) {
+    std::memset(reinterpret_cast<unsigned char*>(out) + len, 0, sizeof *out - len);
+  }
+  return rc;
+}
+
+void Executive::add_safe_reason(std::uint32_t reason, StateTrigger trigger,
+                                std::int64_t now_ns) noexcept {
+  const RtState s = state();
+  if (s == RtState::Error || s == RtState::Shutdown) return;
+  safe_reasons_.store(safe_reasons_.load(std::memory_order_relaxed) | reason,
+                      std::memory_order_release);
+  if (s == RtState::SafeMode) return;  // already: only the reason is added
+  safe_return_ = s == RtState::Paused ? RtState::Paused : RtState::Running;
+  safe_since_ns_ = now_ns;
+  set_state(RtState::SafeMode, trigger);
+  if (!has_rings_) return;
+  mxrc_event ev{};
+  set_type(ev, "rt.safe_mode_entered");
+  JsonOut j(ev.payload, sizeof ev.payload);
+  j.raw("{\"reason\":");
+  j.str(safe_reason_name(reason));
+  if (reason == kSafeReasonAgent) {
+    j.raw(",\"timeout_ms\":");
+    j.ms(agent_timeout_ns_);
+  }
+  j.raw("}");
+  ev.payload_len = static_cast<std::uint16_t>(j.size());
+  emit(ev);
+}
+
+void Executive::drop_safe_reasons(std::uint32_t reasons, StateTrigger trigger,
+                                  std::int64_t now_ns) noexcept {
+  const std::uint32_t left = safe_reasons_.load(std::memory_order_relaxed) & ~reasons;
+  safe_reasons_.store(left, std::memory_order_release);
+  if (left != 0 || state() != RtState::SafeMode) return;
+  set_state(safe_return_, trigger);
+  if (!has_rings_) return;
+  mxrc_event ev{};
+  set_type(ev, "rt.safe_mode_exited");
+  JsonOut j(ev.payload, sizeof ev.payload);
+  j.raw("{\"downtime_ms\":");
+  j.ms(now_ns - safe_since_ns_);
+  j.raw("}");
+  ev.payload_len = static_cast<std::uint16_t>(j.size());
+  emit(ev);
+}
+
+void Executive::check_agent(std::int64_t now_ns) noexcept {
+  if (agent_hb_ == nullptr) return;
+  const RtState s = state();
+  if (s == RtState::Error || s == RtState::Shutdown) return;
+  const std::int64_t beat = agent_hb_->load(std::memory_order_acquire);
+  // Never beat, or last beat before the loop started: the agent has one
+  // timeout from the first release on.
+  const std::int64_t start = start_ns_.load(std::memory_order_relaxed);
+  const std::int64_t since = beat > start ? beat : start;
+  const bool stale = now_ns - since > agent_timeout_ns_;
+  const bool flagged = (safe_reasons_.load(std::memory_order_relaxed) & kSafeReasonAgent) != 0;
+  if (stale && !flagged) {
+    add_safe_reason(kSafeReasonAgent, StateTrigger::Agent, now_ns);
+  } else if (!stale && flagged) {
+    drop_safe_reasons(kSafeReasonAgent, StateTrigger::Agent, now_ns);
+  }
 }
 
 void Executive::thread_main() noexcept {
@@ -308,9 +618,9 @@ void Executive::thread_main() noexcept {
     ctx_.period_ns = config_.period_ns;
     ctx_.api = api();
     ctx_.executive = this;
-    set_state(RtState::Ready);
+    set_state(RtState::Ready, StateTrigger::Start);
   } else {
-    set_state(RtState::Error);
+    set_state(RtState::Error, StateTrigger::Start);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -353,23 +663,28 @@ int Executive::sleep_until(std::int64_t release_ns) noexcept {
   }
 }
 
-void Executive::apply_requests() noexcept {
+void Executive::apply_requests(std::int64_t now_ns) noexcept {
   const RtState s = state();
   if (s == RtState::Error || s == RtState::Shutdown) return;
   const std::int32_t safe = safe_req_.exchange(0, std::memory_order_acq_rel);
   const std::int32_t pause = pause_req_.exchange(0, std::memory_order_acq_rel);
   if (safe > 0) {
-    if (s != RtState::SafeMode) set_state(RtState::SafeMode);
+    add_safe_reason(kSafeReasonRequested, StateTrigger::Request, now_ns);
     return;  // a pause asked together with safe mode is dropped: safe mode wins
   }
-  if (safe < 0 && s == RtState::SafeMode) {
-    set_state(RtState::Running);
+  if (s == RtState::SafeMode) {
+    // pause/resume choose the state SAFE_MODE returns to.
+    if (pause > 0) safe_return_ = RtState::Paused;
+    if (pause < 0) safe_return_ = RtState::Running;
+    if (safe < 0) {
+      drop_safe_reasons(kSafeReasonRequested | kSafeReasonBodyError, StateTrigger::Request, now_ns);
+    }
     return;
   }
   if (pause > 0 && s == RtState::Running) {
-    set_state(RtState::Paused);
+    set_state(RtState::Paused, StateTrigger::Request);
   } else if (pause < 0 && s == RtState::Paused) {
-    set_state(RtState::Running);
+    set_state(RtState::Running, StateTrigger::Request);
   }
 }
 
@@ -406,12 +721,12 @@ void Executive::run_actions(const Action* actions, std::size_t n, std::uint64_t 
         first_error_code_.store(rc, std::memory_order_release);
       }
       if (config_.on_error == ErrorPolicy::Stop) {
-        set_state(RtState::Error);
+        set_state(RtState::Error, StateTrigger::BodyError);
         error_stop_.store(true, std::memory_order_release);
         break;
       }
       if (config_.on_error == ErrorPolicy::SafeMode && !safe_body) {
-        set_state(RtState::SafeMode);
+        add_safe_reason(kSafeReasonBodyError, StateTrigger::BodyError, now());
         break;
       }
     }
@@ -433,7 +748,7 @@ void Executive::loop() noexcept {
   const std::int64_t start = simulated_ ? 0 : mono_ns() + lead;
   start_ns_.store(start, std::memory_order_release);
   writer_.begin(period, config_.deadline_ns, tid(), start);
-  set_state(RtState::Running);
+  set_state(RtState::Running, StateTrigger::Start);
 
   std::uint64_t k = 0;
   std::uint64_t iter = 0;
@@ -446,12 +761,16 @@ void Executive::loop() noexcept {
     const int rc = sleep_until(release);
     if (rc != 0) {
       if (stop_.load(std::memory_order_acquire)) break;
-      set_state(RtState::Error);  // clock_nanosleep failed: cannot keep time
+      set_state(RtState::Error, StateTrigger::ClockError);  // cannot keep time
       return;
     }
     const std::int64_t wake = now();
-    apply_requests();
+    apply_requests(wake);
     phase += pending_phase_ns_.exchange(0, std::memory_order_acq_rel);
+    // Cycle boundary, before the bodies: a pending data store snapshot (the
+    // values as cycle k-1 left them), then the agent watchdog.
+    if (ds_ != nullptr) (void)ds_->service_snapshot(k, wake);
+    check_agent(wake);
 
     const RtState s = state();
     if (s == RtState::Running) {
@@ -479,7 +798,7 @@ void Executive::loop() noexcept {
       }
     }
   }
-  set_state(RtState::Shutdown);
+  set_state(RtState::Shutdown, StateTrigger::Stop);
 }
 
 }  // namespace mxrc

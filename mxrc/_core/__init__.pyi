@@ -1,5 +1,6 @@
 """mxrc._core: the compiled core (private; use the mxrc package)."""
 
+from . import _bench as _bench
 from . import bus as bus
 from . import clock as clock
 from . import cycle as cycle

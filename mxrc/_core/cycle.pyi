@@ -3,11 +3,16 @@
 from collections.abc import Callable
 from typing import Any
 
-from mxrc._core.bus import StatsSlot
+from mxrc._core.bus import RingSet, Segment, StatsSlot
+from mxrc._core.datastore import DataStore
 
 ABI_VERSION: int
 API_SIZE: int
 CTX_SIZE: int
+EVENT_SIZE: int
+SAFE_REASON_REQUESTED: int
+SAFE_REASON_BODY_ERROR: int
+SAFE_REASON_AGENT: int
 
 def dladdr(address: int) -> tuple[str, str | None] | None: ...
 
@@ -34,6 +39,19 @@ class CycleContext:
     def sim_advance(self, ns: int) -> None: ...
     def request_stop(self) -> None: ...
     def request_safe_mode(self) -> None: ...
+    # the bus (an executive with a ring set; from the body, on the cycle thread)
+    @property
+    def has_bus(self) -> bool: ...
+    def publish(
+        self,
+        type: str,
+        payload: object = None,
+        *,
+        priority: str | int = "NORMAL",
+        target_id: str = "",
+        carrier: bytes | None = None,
+    ) -> bool: ...
+    def poll_event(self) -> Any: ...  # mxrc.bus.Event | None
 
 class Executive:
     def __init__(
@@ -48,6 +66,10 @@ class Executive:
         thread_name: str = "",
         allow_sched_fallback: bool = False,
         clock: int = 0,
+        rings: RingSet | None = None,
+        datastore: DataStore | Any = None,  # or an mxrc.bus.DataStore
+        agent_segment: Segment | Any = None,  # or an mxrc.bus.Segment
+        agent_timeout_ns: int = 0,
         # the thread-setup keywords (csrc/bindings/thread_setup_args.hpp):
         memory_policy: int | None = None,
         memory_nodes: list[int] = ...,
@@ -114,3 +136,17 @@ class Executive:
     def deadline_ns(self) -> int: ...
     @property
     def stats_slot(self) -> StatsSlot: ...
+    @property
+    def rings(self) -> RingSet | None: ...
+    @property
+    def datastore(self) -> DataStore | None: ...
+    @property
+    def agent_watchdog(self) -> bool: ...
+    @property
+    def agent_timeout_ns(self) -> int: ...
+    @property
+    def safe_mode_reasons(self) -> int: ...
+    @property
+    def loop_events(self) -> int: ...
+    @property
+    def loop_events_dropped(self) -> int: ...

@@ -39,6 +39,7 @@ from mxrc.bus._events import (
     admits,
 )
 from mxrc.bus._rings import RING_KINDS, AgentHeartbeat, Ring, RingCounters, RingSet
+from mxrc.bus._ringtransport import RingTransport
 from mxrc.bus._segment import LAYOUT_VERSION, Segment, segment_path
 from mxrc.tracecontext import Baggage, TraceContext, TraceState
 
@@ -67,6 +68,7 @@ __all__ = [
     "Ring",
     "RingCounters",
     "RingSet",
+    "RingTransport",
     "Segment",
     "SlotInfo",
     "SlotValueError",

@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,6 +48,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_CRITICAL_CAPACITY",
     "EVENT_DTYPE",
+    "FLAG_JSON",
     "PAYLOAD_MAX",
     "RECORD_SIZE",
     "TARGET_MAX",
@@ -82,6 +82,8 @@ PAYLOAD_MAX = 136
 """MXRC_EVENT_PAYLOAD_MAX: bytes of payload."""
 CARRIER_SIZE = 25
 """MXRC_CARRIER_SIZE: trace id (16) + span id (8) + W3C trace flags (1)."""
+FLAG_JSON = 0x01
+"""MXRC_EVENT_FLAG_JSON: ``flags`` bit 0, the payload is UTF-8 JSON (other bits reserved)."""
 
 # id, timestamp_ns, priority, flags, payload_len, reserved, type, target_id,
 # carrier, carrier_pad, payload: native byte order, no implicit padding (the
@@ -195,9 +197,10 @@ def _name_bytes(what: str, value: object, limit: int, *, allow_empty: bool) -> b
     return raw
 
 
-def _encode_payload(payload: object) -> bytes:
+def _encode_payload(payload: object) -> tuple[bytes, bool]:
+    """The payload's bytes and whether they were encoded as JSON here."""
     if payload is None:
-        return b""
+        return b"", False
     if isinstance(payload, bytes | bytearray | memoryview):
         raw = bytes(payload)
         kind = "payload"
@@ -216,7 +219,7 @@ def _encode_payload(payload: object) -> bytes:
             f"event {kind} is {len(raw)} bytes; the mxrc_event record holds at most "
             f"{PAYLOAD_MAX} (put bulk data in the DataStore and send its name)"
         )
-    return raw
+    return raw, kind != "payload"
 
 
 def _carrier(value: object) -> bytes | None:
@@ -249,7 +252,10 @@ class Event:
     ``timestamp_ns`` (CLOCK_MONOTONIC): 0 lets the bus set them when the event
     is published. ``carrier``: the 25-byte trace carrier or None (a carrier
     whose trace id is all zero is None); the bus attaches the current trace
-    context to an event published without one.
+    context to an event published without one. ``is_json``: the payload is
+    UTF-8 JSON (``flags`` bit 0 of the record, ``MXRC_EVENT_FLAG_JSON``);
+    a payload encoded as JSON here always has it; True with a bytes payload
+    declares those bytes JSON (the default None: False for bytes).
 
     Immutable; :func:`dataclasses.replace` makes a changed copy. Invalid
     values raise :class:`EventError` (a ValueError).
@@ -262,6 +268,8 @@ class Event:
     id: int
     timestamp_ns: int
     carrier: bytes | None
+    is_json: bool = dataclasses.field(compare=False)
+    """Payload flagged as UTF-8 JSON; not part of equality (the bytes are)."""
 
     def __init__(
         self,
@@ -273,6 +281,7 @@ class Event:
         id: int = 0,
         timestamp_ns: int = 0,
         carrier: bytes | bytearray | memoryview | None = None,
+        is_json: bool | None = None,
     ) -> None:
         _name_bytes("type", type, TYPE_MAX, allow_empty=False)
         if "*" in type:
@@ -288,17 +297,19 @@ class Event:
             or not _I64_MIN <= timestamp_ns <= _I64_MAX
         ):
             raise EventError(f"event timestamp_ns must be an int64, got {timestamp_ns!r}")
+        raw, encoded = _encode_payload(payload)
         set_ = object.__setattr__
         set_(self, "type", type)
-        set_(self, "payload", _encode_payload(payload))
+        set_(self, "payload", raw)
         set_(self, "priority", _priority(priority))
         set_(self, "target_id", target_id)
         set_(self, "id", id)
         set_(self, "timestamp_ns", timestamp_ns)
         set_(self, "carrier", _carrier(carrier))
+        set_(self, "is_json", encoded if is_json is None else bool(is_json) or encoded)
 
     def json(self) -> Any:
-        """The payload decoded as JSON (None for an empty payload).
+        """The payload decoded as JSON (None for an empty payload), whatever :attr:`is_json` says.
 
         Raises EventError when the payload is not UTF-8 JSON (a raw bytes payload).
         """
@@ -323,7 +334,7 @@ class Event:
             self.id,
             self.timestamp_ns,
             int(self.priority),
-            0,
+            FLAG_JSON if self.is_json else 0,
             len(self.payload),
             0,
             self.type.encode("utf-8"),
@@ -335,7 +346,10 @@ class Event:
 
     @classmethod
     def from_record(cls, record: bytes | bytearray | memoryview) -> Event:
-        """Decode a 256-byte ``mxrc_event`` record (``flags`` and reserved bytes are ignored).
+        """Decode a 256-byte ``mxrc_event`` record.
+
+        ``flags`` bit 0 becomes :attr:`is_json`; the other flag bits and the
+        reserved bytes are ignored.
 
         Raises EventError for a wrong size, a priority outside 0..3, a
         payload_len over 136, an empty type or names that are not UTF-8.
@@ -345,7 +359,7 @@ class Event:
             raise EventError(
                 f"an mxrc_event record is exactly {RECORD_SIZE} bytes, got {raw.nbytes}"
             )
-        (ident, ts, prio, _flags, plen, _res, type_, target, carrier, _pad, payload) = (
+        (ident, ts, prio, flags, plen, _res, type_, target, carrier, _pad, payload) = (
             _RECORD.unpack(raw)
         )
         if prio > Priority.LOW:
@@ -371,6 +385,7 @@ class Event:
             id=ident,
             timestamp_ns=ts,
             carrier=carrier,
+            is_json=bool(flags & FLAG_JSON),
         )
 
 
@@ -506,12 +521,7 @@ class Subscription:
     def __enter__(self) -> Subscription:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cancel()
 
     def __repr__(self) -> str:
@@ -841,12 +851,7 @@ class EventBus:
             self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------ subscribe, observe, attach

@@ -73,6 +73,10 @@ struct mxrc_cycle_ctx;
 #define MXRC_EVENT_TARGET_MAX 32 /* bytes, NUL-padded */
 #define MXRC_EVENT_PAYLOAD_MAX 136
 #define MXRC_CARRIER_SIZE 25 /* trace id (16) + span id (8) + W3C trace flags (1) */
+/* mxrc_event.flags bit 0: the payload is UTF-8 JSON (the other bits are
+ * reserved, 0). Set it when you write JSON into the payload; readers decode
+ * the payload as JSON only then, otherwise they treat it as raw bytes. */
+#define MXRC_EVENT_FLAG_JSON 0x01u
 
 /* An event as it travels through the rings: exactly 256 bytes. A carrier of
  * all zero trace id means "no trace context". */

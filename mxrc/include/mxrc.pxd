@@ -35,6 +35,7 @@ cdef extern from "mxrc.h" nogil:
     int MXRC_EVENT_TARGET_MAX
     int MXRC_EVENT_PAYLOAD_MAX
     int MXRC_CARRIER_SIZE
+    unsigned int MXRC_EVENT_FLAG_JSON
 
     ctypedef struct mxrc_event:
         uint64_t id

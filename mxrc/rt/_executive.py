@@ -28,6 +28,7 @@ from mxrc.rt._setup import ThreadSetup, _failure, _validate
 from mxrc.rt._state import RtState
 
 if TYPE_CHECKING:
+    from mxrc.bus import DataStore, Event, RingSet
     from mxrc.config import MxrcConfig
     from mxrc.rt._perf import CycleStats, PerfMonitor
     from mxrc.rt._reconfig import ConfigWatcher, LiveSettings, ReconfigEvent
@@ -50,6 +51,52 @@ _CLOCK = {"monotonic": 0, "simulated": 1}
 
 #: Seconds stop() and the interpreter-exit hook wait for a cycle thread.
 DEFAULT_STOP_TIMEOUT_S = 5.0
+
+SafeModeReason = Literal["requested", "body_error", "agent"]
+_SAFE_REASONS: tuple[tuple[int, SafeModeReason], ...] = (
+    (_core.cycle.SAFE_REASON_REQUESTED, "requested"),
+    (_core.cycle.SAFE_REASON_BODY_ERROR, "body_error"),
+    (_core.cycle.SAFE_REASON_AGENT, "agent"),
+)
+
+
+# --- what a Python body's ctx.publish / ctx.poll_event call (through the core) ---
+
+
+def _ctx_event_record(
+    type: str, payload: object, priority: object, target_id: str, carrier: object
+) -> bytes:
+    """The 256-byte record of ``ctx.publish(...)`` (id and timestamp left 0: the core sets them).
+
+    ``priority``: a :class:`~mxrc.bus.Priority`, its name ("NORMAL", any case) or 0..3.
+    ``carrier`` None: the current trace context of the cycle thread, if any.
+    """
+    from mxrc.bus._events import Event, EventError, Priority, current_carrier
+
+    if isinstance(priority, str):
+        try:
+            priority = Priority[priority.upper()]
+        except KeyError:
+            raise EventError(
+                f"event priority must be one of CRITICAL, HIGH, NORMAL, LOW (or 0..3), "
+                f"got {priority!r}"
+            ) from None
+    if carrier is None:
+        carrier = current_carrier()
+    return Event(
+        type,
+        payload,
+        priority=priority,  # type: ignore[arg-type]  # checked by Event
+        target_id=target_id,
+        carrier=carrier,  # type: ignore[arg-type]  # checked by Event
+    ).to_record()
+
+
+def _ctx_event_from_record(record: bytes) -> Event:
+    """``ctx.poll_event()``: an agent->RT record as an :class:`~mxrc.bus.Event`."""
+    from mxrc.bus._events import Event
+
+    return Event.from_record(record)
 
 
 @dataclass(frozen=True)
@@ -158,8 +205,23 @@ class Executive:
     :meth:`wait` raise :class:`~mxrc.errors.BodyError`), "safe_mode" (the
     ``safe_mode_body`` runs instead) or "continue" (counted only).
     Stats go to ``segment.claim_stats(name)`` with a segment, else to a
-    private block. ``freeze_gc``: with a Python body, ``gc.freeze()`` at start
-    and automatic collection disabled while running (restored after).
+    private block.
+
+    The bus (``docs/executive.md``, "The bus from a body"): with a
+    ``segment`` the executive also gets its stats slot's ring set
+    (:attr:`rings`: bodies publish events to the agent and poll its
+    commands) and the segment's data store (:attr:`datastore`, unless
+    ``datastore`` names another one; a private
+    :meth:`~mxrc.bus.DataStore.private` store works without a segment). A
+    pending data store snapshot is taken at every cycle boundary.
+    ``agent_timeout_ms`` (needs ``segment``; None or 0 = off; off on a
+    simulated clock): when the agent's heartbeat in the segment is older than
+    that, the executive enters SAFE_MODE (reason "agent") and leaves it when a
+    fresh beat arrives, unless SAFE_MODE was also asked for otherwise
+    (:attr:`safe_mode_reasons`).
+
+    ``freeze_gc``: with a Python body, ``gc.freeze()`` at start and
+    automatic collection disabled while running (restored after).
     ``gil_switch_interval_us``: with a Python body, the interpreter's GIL
     switch interval while running (default 100 µs instead of Python's 5 ms, so
     a busy Python thread delays a body by ~0.1 ms, not ~5 ms; ``None`` leaves
@@ -197,6 +259,8 @@ class Executive:
         safe_mode_body: object = None,
         allow_sched_other_fallback: bool = False,
         segment: Any = None,
+        datastore: DataStore | None = None,
+        agent_timeout_ms: float | None = None,
         freeze_gc: bool = True,
         gil_switch_interval_us: float | None = 100.0,
         thread_name: str | None = None,
@@ -219,6 +283,7 @@ class Executive:
             raise ValueError(f"prefault_stack_kb must be >= 0, got {prefault_stack_kb}")
         if thread_name is not None and len(thread_name.encode()) > 15:
             raise ValueError(f"thread_name is at most 15 bytes, got {thread_name!r}")
+        agent_timeout_ns = self._check_agent_timeout(agent_timeout_ms, segment)
         self._name = name
         self._period_ns = period_ns
         self._deadline_ns = deadline_ns
@@ -257,6 +322,8 @@ class Executive:
         self._init_hooks: list[Callable[[], object]] = []
         self._safe: BodySpec | None = None
         self._segment = segment
+        self._agent_timeout_ns = agent_timeout_ns
+        self._datastore = self._bus_datastore(segment, datastore)
         if segment is not None:
             self._slot = segment.claim_stats(name)
         else:
@@ -272,6 +339,45 @@ class Executive:
             self.add_action(body)
         if safe_mode_body is not None:
             self._safe = classify_body(safe_mode_body)
+
+    @staticmethod
+    def _check_agent_timeout(agent_timeout_ms: float | None, segment: Any) -> int:
+        if agent_timeout_ms is None:
+            return 0
+        if isinstance(agent_timeout_ms, bool) or not isinstance(agent_timeout_ms, int | float):
+            raise TypeError(
+                f"agent_timeout_ms must be a number of ms or None, got {agent_timeout_ms!r}"
+            )
+        if not agent_timeout_ms >= 0 or agent_timeout_ms == float("inf"):
+            raise ValueError(
+                f"agent_timeout_ms must be a finite number >= 0 (0 or None = off), "
+                f"got {agent_timeout_ms}"
+            )
+        ns = round(agent_timeout_ms * 1e6)
+        if ns > 0 and segment is None:
+            raise ValueError(
+                "agent_timeout_ms needs segment=: the agent's heartbeat lives in the instance "
+                "segment (pass segment=..., or agent_timeout_ms=None)"
+            )
+        return ns
+
+    @staticmethod
+    def _bus_datastore(segment: Any, datastore: DataStore | None) -> DataStore | None:
+        from mxrc.bus._datastore import DataStore
+
+        if datastore is not None:
+            if not isinstance(datastore, DataStore):
+                raise TypeError(
+                    f"datastore must be an mxrc.bus.DataStore or None, got "
+                    f"{type(datastore).__name__}"
+                )
+            return datastore
+        if segment is None:
+            return None
+        core_segment = getattr(segment, "_core_segment", segment)
+        if not int(core_segment.header().get("datastore_bytes", 0) or 0):
+            return None  # created without a data store (datastore_bytes=0)
+        return DataStore.from_segment(segment)
 
     # ------------------------------------------------------------ configuration
 
@@ -292,8 +398,11 @@ class Executive:
         thread name, ``fallback.allow_sched_other``), ``numa_binding.rt``
         (memory policy and nodes, ``strict_binding``, ``memory_allocation``)
         and ``perf_monitor.rt`` (``cycle_time_us``, ``deadline_us``,
-        ``overrun_policy``). Keyword ``overrides`` win (same names as the
-        constructor).
+        ``overrun_policy``); with a ``segment``, ``failover_policy.rt``
+        ``agent_heartbeat_timeout_ms`` becomes ``agent_timeout_ms`` (the agent
+        watchdog; without a segment it stays off). Keyword ``overrides`` win
+        (same names as the constructor; ``agent_timeout_ms=None`` turns the
+        watchdog off).
         """
         from mxrc.config import MxrcConfig, effective_cpu_cores, load_config
         from mxrc.rt._affinity import allowed_cpus
@@ -335,6 +444,8 @@ class Executive:
             kwargs["memory_nodes"] = tuple(numa.interleave_nodes) or tuple(
                 sorted(allowed_memory_nodes())
             )
+        if segment is not None:
+            kwargs["agent_timeout_ms"] = cfg.failover_policy.rt.agent_heartbeat_timeout_ms
         kwargs.update(overrides)
         return cls(body, segment=segment, **kwargs)
 
@@ -452,6 +563,10 @@ class Executive:
             thread_name=self._thread_name,
             allow_sched_fallback=self._setup.allow_sched_other_fallback,
             clock=_CLOCK[self._clock],
+            rings=self._slot.rings,
+            datastore=None if self._datastore is None else self._datastore._core_store,
+            agent_segment=self._segment if self._agent_timeout_ns else None,
+            agent_timeout_ns=self._agent_timeout_ns,
             **kw,
         )
         for action in self._actions:
@@ -608,7 +723,12 @@ class Executive:
         self._require_started("enter_safe_mode").enter_safe_mode()
 
     def exit_safe_mode(self) -> None:
-        """SAFE_MODE → RUNNING at the next cycle boundary."""
+        """Leave SAFE_MODE at the next cycle boundary (back to RUNNING, or PAUSED if it was).
+
+        Drops the reasons "requested" and "body_error"; while the agent
+        watchdog still holds it ("agent" in :attr:`safe_mode_reasons`) the
+        executive stays in SAFE_MODE until the agent beats again.
+        """
         self._require_started("exit_safe_mode").exit_safe_mode()
 
     def adjust_phase(self, delta_ns: int) -> None:
@@ -744,6 +864,46 @@ class Executive:
     def stats_slot(self) -> Any:
         """The stats block this executive writes (``_core.bus.StatsSlot``)."""
         return self._slot
+
+    @property
+    def rings(self) -> RingSet | None:
+        """The ring set of this executive's stats slot (None without a segment).
+
+        The cycle thread is the producer of its log, span, event and critical
+        rings and the consumer of its command ring: from other threads only
+        read counters, pop the RT->agent rings and push the command ring (what
+        the agent does).
+        """
+        from mxrc.bus._rings import RingSet
+
+        return RingSet.of(self._slot)
+
+    @property
+    def datastore(self) -> DataStore | None:
+        """The data store the bodies reach (the segment's, or the one passed; else None)."""
+        return self._datastore
+
+    @property
+    def agent_timeout_ms(self) -> float | None:
+        """The agent watchdog's timeout, ms (None = off)."""
+        return self._agent_timeout_ns / 1e6 if self._agent_timeout_ns else None
+
+    @property
+    def agent_watchdog(self) -> bool:
+        """True when the agent watchdog is on (a timeout, a segment, a real clock)."""
+        return bool(self._agent_timeout_ns) and self._clock == "monotonic"
+
+    @property
+    def safe_mode_reasons(self) -> frozenset[SafeModeReason]:
+        """Why the executive is in SAFE_MODE: "requested", "body_error", "agent" (empty otherwise).
+
+        It leaves SAFE_MODE only when no reason is left: :meth:`exit_safe_mode`
+        drops "requested" and "body_error", a fresh agent heartbeat drops "agent".
+        """
+        if self._core is None:
+            return frozenset()
+        bits = int(self._core.safe_mode_reasons)
+        return frozenset(name for bit, name in _SAFE_REASONS if bits & bit)
 
     def stats(self) -> CycleStats:
         """A consistent snapshot of this executive's stats block."""

@@ -288,6 +288,19 @@ class _Node(Generic[S]):
     def _entered(self, before: S, after: S) -> None:
         """Hook: bookkeeping after the state changed, before it is published."""
 
+    def fail(self, error: str | BaseException) -> StateChange:
+        """→ FAILED with ``error`` (an exception is kept as ``"Type: message"``)."""
+        if isinstance(error, BaseException):
+            text = f"{type(error).__name__}: {error}"
+        elif isinstance(error, str):
+            text = error
+        else:
+            raise TaskModelError(f"{self.kind} {self.id!r}: error must be a str or an exception")
+        with self._lock:
+            target, trigger = self._check("FAILED", None)  # TaskState and RunState both
+            self.error = text
+            return self._apply(target, trigger)
+
     def _coerce_state(self, value: S | str) -> S:
         if isinstance(value, self._states):
             return value
@@ -402,34 +415,25 @@ class _Node(Generic[S]):
         return f"{type(self).__name__}({self.id!r}, state={self._state.value})"
 
 
-# --------------------------------------------------------------------------- Action
+# --------------------------------------------------------------------------- runs
 
 
-class Action(_Node[RunState]):
-    """One step: PENDING → RUNNING → COMPLETED | FAILED | CANCELLED | TIMEOUT.
+class _Run(_Node[RunState]):
+    """What Sequence and Action share: PENDING → RUNNING → an end, a timeout, start/end times."""
 
-    ``params`` and ``result`` are JSON-safe values; ``timeout_s`` is the
-    budget an executor enforces (see :meth:`overdue`).
-    """
-
-    kind = "action"
     _states = RunState
     _table = SEQUENCE_TRANSITIONS
 
     def __init__(
         self,
-        id: str | None = None,
-        name: str | None = None,
-        *,
-        params: Mapping[str, Any] | None = None,
-        timeout_s: float | None = None,
-        publisher: Publisher | None = None,
-        trace_context: TraceContext | None = None,
+        ident: str | None,
+        name: str | None,
+        timeout_s: float | None,
+        publisher: Publisher | None,
+        trace_context: TraceContext | None,
     ) -> None:
-        super().__init__(id, name, RunState.PENDING, publisher, trace_context)
-        self.params: dict[str, Any] = _check_json(f"action {self.id!r} params", dict(params or {}))
-        self.timeout_s = _check_timeout(f"action {self.id!r} timeout_s", timeout_s)
-        self.result: Any = None
+        super().__init__(ident, name, RunState.PENDING, publisher, trace_context)
+        self.timeout_s = _check_timeout(f"{self.kind} {self.id!r} timeout_s", timeout_s)
         self.started_at_ns: int | None = None
         self.finished_at_ns: int | None = None
 
@@ -442,6 +446,53 @@ class Action(_Node[RunState]):
     def start(self) -> StateChange:
         return self.transition(RunState.RUNNING)
 
+    def cancel(self) -> StateChange:
+        return self.transition(RunState.CANCELLED)
+
+    def timeout(self) -> StateChange:
+        return self.transition(RunState.TIMEOUT)
+
+    def _run_dict(self) -> dict[str, Any]:
+        d = self._base_dict()
+        d.update(
+            timeout_s=self.timeout_s,
+            started_at_ns=self.started_at_ns,
+            finished_at_ns=self.finished_at_ns,
+        )
+        return d
+
+    def _restore_run(self, r: _Reader) -> None:
+        self._restore_base(r)
+        self.started_at_ns = r.opt_int("started_at_ns")
+        self.finished_at_ns = r.opt_int("finished_at_ns")
+
+
+# --------------------------------------------------------------------------- Action
+
+
+class Action(_Run):
+    """One step: PENDING → RUNNING → COMPLETED | FAILED | CANCELLED | TIMEOUT.
+
+    ``params`` and ``result`` are JSON-safe values; ``timeout_s`` is the
+    budget an executor enforces (see :meth:`overdue`).
+    """
+
+    kind = "action"
+
+    def __init__(
+        self,
+        id: str | None = None,
+        name: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        publisher: Publisher | None = None,
+        trace_context: TraceContext | None = None,
+    ) -> None:
+        super().__init__(id, name, timeout_s, publisher, trace_context)
+        self.params: dict[str, Any] = _check_json(f"action {self.id!r} params", dict(params or {}))
+        self.result: Any = None
+
     def complete(self, result: Any = None) -> StateChange:
         """RUNNING → COMPLETED, keeping ``result`` (JSON-safe)."""
         with self._lock:
@@ -449,16 +500,6 @@ class Action(_Node[RunState]):
             target, trigger = self._check(RunState.COMPLETED, None)
             self.result = checked
             return self._apply(target, trigger)
-
-    def fail(self, error: str | BaseException) -> StateChange:
-        """→ FAILED with ``error`` (an exception is kept as ``"Type: message"``)."""
-        return _fail(self, error, self._states.FAILED)
-
-    def cancel(self) -> StateChange:
-        return self.transition(RunState.CANCELLED)
-
-    def timeout(self) -> StateChange:
-        return self.transition(RunState.TIMEOUT)
 
     def overdue(self, now_ns: int | None = None) -> bool:
         """RUNNING for longer than ``timeout_s`` (wall clock, ``time.time_ns()``)."""
@@ -471,13 +512,10 @@ class Action(_Node[RunState]):
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe state (``schema_version`` 1); :func:`from_dict` restores it."""
         with self._lock:
-            d = self._base_dict()
+            d = self._run_dict()
             d.update(
                 params=json.loads(json.dumps(self.params)),
-                timeout_s=self.timeout_s,
                 result=json.loads(json.dumps(self.result)),
-                started_at_ns=self.started_at_ns,
-                finished_at_ns=self.finished_at_ns,
             )
             return d
 
@@ -497,23 +535,8 @@ class Action(_Node[RunState]):
                 publisher=publisher,
             )
             action.result = _check_json("result", r.get("result"))
-        action._restore_base(r)
-        action.started_at_ns = r.opt_int("started_at_ns")
-        action.finished_at_ns = r.opt_int("finished_at_ns")
+        action._restore_run(r)
         return action
-
-
-def _fail(node: _Node[Any], error: str | BaseException, failed: Any) -> StateChange:
-    if isinstance(error, BaseException):
-        text = f"{type(error).__name__}: {error}"
-    elif isinstance(error, str):
-        text = error
-    else:
-        raise TaskModelError(f"{node.kind} {node.id!r}: error must be a str or an exception")
-    with node._lock:
-        target, trigger = node._check(failed, None)
-        node.error = text
-        return node._apply(target, trigger)
 
 
 def _parent_trigger(trigger: str) -> str:
@@ -535,7 +558,7 @@ def _end_child(child: _Node[RunState], end: RunState, trigger: str) -> None:
 # --------------------------------------------------------------------------- Sequence
 
 
-class Sequence(_Node[RunState]):
+class Sequence(_Run):
     """Ordered actions run as one: PENDING → RUNNING → COMPLETED | FAILED | CANCELLED | TIMEOUT.
 
     When the sequence ends, no action stays open: a RUNNING action ends the way
@@ -544,8 +567,6 @@ class Sequence(_Node[RunState]):
     """
 
     kind = "sequence"
-    _states = RunState
-    _table = SEQUENCE_TRANSITIONS
 
     def __init__(
         self,
@@ -557,11 +578,8 @@ class Sequence(_Node[RunState]):
         publisher: Publisher | None = None,
         trace_context: TraceContext | None = None,
     ) -> None:
-        super().__init__(id, name, RunState.PENDING, publisher, trace_context)
-        self.timeout_s = _check_timeout(f"sequence {self.id!r} timeout_s", timeout_s)
+        super().__init__(id, name, timeout_s, publisher, trace_context)
         self._actions: list[Action] = []
-        self.started_at_ns: int | None = None
-        self.finished_at_ns: int | None = None
         for action in actions:
             self.add(action)
 
@@ -617,26 +635,8 @@ class Sequence(_Node[RunState]):
         for a in self._actions:
             _end_child(a, target, child_trigger)
 
-    def _entered(self, before: RunState, after: RunState) -> None:
-        if after is RunState.RUNNING:
-            self.started_at_ns = self.state_changed_at_ns
-        elif after.terminal:
-            self.finished_at_ns = self.state_changed_at_ns
-
-    def start(self) -> StateChange:
-        return self.transition(RunState.RUNNING)
-
     def complete(self) -> StateChange:
         return self.transition(RunState.COMPLETED)
-
-    def fail(self, error: str | BaseException) -> StateChange:
-        return _fail(self, error, self._states.FAILED)
-
-    def cancel(self) -> StateChange:
-        return self.transition(RunState.CANCELLED)
-
-    def timeout(self) -> StateChange:
-        return self.transition(RunState.TIMEOUT)
 
     def walk(self) -> Iterator[_Node[Any]]:
         yield self
@@ -644,13 +644,8 @@ class Sequence(_Node[RunState]):
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
-            d = self._base_dict()
-            d.update(
-                timeout_s=self.timeout_s,
-                started_at_ns=self.started_at_ns,
-                finished_at_ns=self.finished_at_ns,
-                actions=[a.to_dict() for a in self._actions],
-            )
+            d = self._run_dict()
+            d.update(actions=[a.to_dict() for a in self._actions])
             return d
 
     @classmethod
@@ -667,15 +662,8 @@ class Sequence(_Node[RunState]):
                 timeout_s=r.opt_number("timeout_s"),
                 publisher=publisher,
             )
-        for i, item in enumerate(r.list_("actions")):
-            path = f"{r.path}['actions'][{i}]"
-            action = Action._from_reader(_Reader(item, path, kind="action"), None)
-            with _Reader.prefix(path):
-                seq._adopt(action)
-            seq._actions.append(action)
-        seq._restore_base(r)
-        seq.started_at_ns = r.opt_int("started_at_ns")
-        seq.finished_at_ns = r.opt_int("finished_at_ns")
+        _restore_children(seq, r, "actions", Action, seq._actions)
+        seq._restore_run(r)
         return seq
 
 
@@ -804,9 +792,6 @@ class Task(_Node[TaskState]):
     def complete(self) -> StateChange:
         return self.transition(TaskState.COMPLETED)
 
-    def fail(self, error: str | BaseException) -> StateChange:
-        return _fail(self, error, self._states.FAILED)
-
     def cancel(self) -> StateChange:
         return self.transition(TaskState.CANCELLED)
 
@@ -859,12 +844,7 @@ class Task(_Node[TaskState]):
                 trigger_event=r.opt_str("trigger_event"),
                 publisher=publisher,
             )
-        for i, item in enumerate(r.list_("sequences")):
-            path = f"{r.path}['sequences'][{i}]"
-            seq = Sequence._from_reader(_Reader(item, path, kind="sequence"), None)
-            with _Reader.prefix(path):
-                task._adopt(seq)
-            task._sequences.append(seq)
+        _restore_children(task, r, "sequences", Sequence, task._sequences)
         task._restore_base(r)
         task.run_count = r.int_("run_count")
         return task
@@ -888,6 +868,22 @@ def from_dict(data: Mapping[str, Any], *, publisher: Publisher | None = None) ->
     if kind not in classes:
         raise TaskModelError(f"['kind'] is {kind!r}: expected 'task', 'sequence' or 'action'")
     return classes[kind].from_dict(data, publisher=publisher)
+
+
+C = TypeVar("C", Action, Sequence)
+
+
+def _restore_children(
+    parent: _Node[Any], r: _Reader, key: str, cls: type[C], children: list[C]
+) -> None:
+    """Restore the list ``r[key]`` of ``cls`` objects, adopting each into ``parent`` and
+    appending it to ``children`` (``parent``'s own list: later ids are checked against it)."""
+    for i, item in enumerate(r.list_(key)):
+        path = f"{r.path}[{key!r}][{i}]"
+        child = cls._from_reader(_Reader(item, path, kind=cls.kind), None)
+        with _Reader.prefix(path):
+            parent._adopt(child)
+        children.append(child)
 
 
 # --------------------------------------------------------------------------- reading dicts

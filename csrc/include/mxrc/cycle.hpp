@@ -13,6 +13,17 @@
 // formats text or does I/O; requests from other threads (pause, resume, safe
 // mode, stop, phase) travel through atomics and are applied at cycle
 // boundaries. Setup, start() and join() may allocate and block.
+//
+// The bus (ARCHITECTURE §2). With a ring set (the stats slot's, in the
+// segment) the loop publishes its own state changes as events
+// ("rt.state_changed", "rt.safe_mode_entered", "rt.safe_mode_exited": HIGH
+// priority, JSON payloads built without formatting functions) and the C
+// table's publish_event / poll_event reach the rings; with a data store the
+// ds_* entries reach it and a pending snapshot request is serviced at every
+// cycle boundary, before the bodies. The agent watchdog (a heartbeat word and
+// a timeout) puts the executive into SAFE_MODE when the agent's heartbeat goes
+// stale and takes it out again when it is fresh, if the agent was the only
+// reason for SAFE_MODE.
 #pragma once
 
 #include <atomic>
@@ -26,6 +37,8 @@
 #include <vector>
 
 #include "mxrc.h"
+#include "mxrc/datastore.hpp"
+#include "mxrc/ring.hpp"
 #include "mxrc/setup.hpp"
 #include "mxrc/stats.hpp"
 
@@ -90,7 +103,43 @@ struct ExecutiveConfig {
   // Simulated: the thread setup above and rusage sampling are not applied
   // (the loop runs flat out as an ordinary thread; see docs/simulated-clock.md).
   ClockKind clock = ClockKind::Monotonic;
+
+  // --- the bus (all optional; null = none) ---
+  // This cycle thread's ring set (Segment::ring_set of its stats slot) and
+  // the instance's data store. Both views are copied by the constructor; the
+  // memory they view must outlive the Executive. Without a ring set the C
+  // table's publish_event/poll_event return ENOENT and the loop publishes no
+  // events; without a data store the ds_* entries return ENOENT.
+  RingSet* rings = nullptr;
+  DataStore* datastore = nullptr;
+  // Agent watchdog: the segment header's agent_heartbeat_ns word
+  // (CLOCK_MONOTONIC of the agent's last beat, 0 = never) and the age after
+  // which the executive enters SAFE_MODE (reason agent). Off when either is
+  // null/0, and on a simulated clock. The agent gets one timeout after the
+  // first release to beat for the first time.
+  const std::atomic<std::int64_t>* agent_heartbeat = nullptr;
+  std::int64_t agent_timeout_ns = 0;
 };
+
+// Why the executive is in SAFE_MODE: bits of Executive::safe_mode_reasons().
+// It leaves SAFE_MODE when no reason is left.
+inline constexpr std::uint32_t kSafeReasonRequested = 1U;  // enter_safe_mode / request_safe_mode
+inline constexpr std::uint32_t kSafeReasonBodyError = 2U;  // a body error, ErrorPolicy::SafeMode
+inline constexpr std::uint32_t kSafeReasonAgent = 4U;      // the agent's heartbeat is stale
+
+// What made the cycle thread change state (the "trigger" of rt.state_changed).
+enum class StateTrigger : int {
+  Start = 0,       // setup done (READY), first release (RUNNING), or a failed start (ERROR)
+  Request = 1,     // pause/resume/enter_safe_mode/exit_safe_mode (any thread or the body)
+  BodyError = 2,   // a body error (ERROR or SAFE_MODE by the error policy)
+  Agent = 3,       // the agent watchdog
+  Stop = 4,        // the loop ended (SHUTDOWN)
+  ClockError = 5,  // clock_nanosleep failed (ERROR)
+};
+const char* state_trigger_name(StateTrigger t) noexcept;  // "start", "request", ...
+
+// Flags bit 0 of an mxrc_event: the payload is UTF-8 JSON.
+inline constexpr std::uint8_t kEventFlagJson = 0x01U;
 
 // Run on the cycle thread outside the loop: thread_start before setup's end
 // (after apply_thread_setup), thread_exit after the last cycle. Used by the
@@ -140,6 +189,11 @@ class Executive {
   StartStatus start();
 
   // Requests (any thread, non-blocking, applied at the next cycle boundary).
+  // enter_safe_mode adds the reason "requested"; exit_safe_mode drops the
+  // reasons "requested" and "body error" and leaves SAFE_MODE unless the
+  // agent watchdog still holds it. Leaving SAFE_MODE returns to the state it
+  // interrupted (RUNNING or PAUSED); pause()/resume() during SAFE_MODE choose
+  // that state.
   void request_stop() noexcept;
   void stop_after(std::uint64_t cycles) noexcept;  // end after `cycles` loop iterations
   void pause() noexcept;
@@ -184,16 +238,52 @@ class Executive {
   const ExecutiveConfig& config() const noexcept { return config_; }
   StatsBlock* stats_block() const noexcept { return stats_; }
 
+  // --- the bus ---
+  bool has_rings() const noexcept { return has_rings_; }
+  const RingSet* rings() const noexcept { return has_rings_ ? &rings_ : nullptr; }
+  DataStore* datastore() noexcept { return ds_; }
+  // The watchdog is on (a heartbeat word, a timeout > 0, a real clock).
+  bool agent_watchdog() const noexcept { return agent_hb_ != nullptr; }
+  std::int64_t agent_timeout_ns() const noexcept { return agent_timeout_ns_; }
+  // kSafeReason* bits; 0 outside SAFE_MODE. Written by the cycle thread.
+  std::uint32_t safe_mode_reasons() const noexcept {
+    return safe_reasons_.load(std::memory_order_acquire);
+  }
+  // Events the loop itself tried to publish (state changes) and how many of
+  // them the event ring refused.
+  std::uint64_t loop_events() const noexcept {
+    return loop_events_.load(std::memory_order_acquire);
+  }
+  std::uint64_t loop_events_dropped() const noexcept {
+    return loop_events_dropped_.load(std::memory_order_acquire);
+  }
+  // Cycle thread only (bodies): what the C table's publish_event and
+  // poll_event do. publish_event validates *ev (priority, payload_len, a
+  // non-empty type: else EINVAL), fills id (slot index << 48 | sequence) and
+  // timestamp_ns (the executive's clock) when 0, and copies it into the event
+  // ring (CRITICAL: the critical ring): 0, ENOSPC dropped by admission,
+  // ENOENT without rings. poll_event takes the next command-ring record:
+  // 0, EAGAIN none, ENOENT without rings (a shorter record is zero-padded).
+  int publish_event(const mxrc_event* ev) noexcept;
+  int poll_event(mxrc_event* out) noexcept;
+
   // The table every body gets (static, filled once).
   static const mxrc_api* api() noexcept;
 
  private:
   void thread_main() noexcept;
   void loop() noexcept;
-  void set_state(RtState s) noexcept;
+  void set_state(RtState s, StateTrigger trigger) noexcept;
   [[nodiscard]] int sleep_until(std::int64_t release_ns) noexcept;
   std::int64_t now() const noexcept;  // clock_ns() for the loop
-  void apply_requests() noexcept;
+  void apply_requests(std::int64_t now_ns) noexcept;
+  // SAFE_MODE bookkeeping (cycle thread): add a reason (entering SAFE_MODE if
+  // not in it), or drop reasons (leaving it when none is left).
+  void add_safe_reason(std::uint32_t reason, StateTrigger trigger, std::int64_t now_ns) noexcept;
+  void drop_safe_reasons(std::uint32_t reasons, StateTrigger trigger, std::int64_t now_ns) noexcept;
+  void check_agent(std::int64_t now_ns) noexcept;
+  void emit(mxrc_event& ev) noexcept;  // the loop's own events (HIGH, JSON)
+  std::uint64_t next_event_id() noexcept;
   void run_actions(const Action* actions, std::size_t n, std::uint64_t k, std::int64_t release,
                    std::int64_t wake) noexcept;
 
@@ -237,13 +327,26 @@ class Executive {
   std::atomic<std::int32_t> pause_req_{0};  // +1 pause, -1 resume
   std::atomic<std::int32_t> safe_req_{0};   // +1 enter, -1 exit
   std::atomic<bool> error_stop_{false};
-  bool in_safe_mode_ = false;  // cycle thread only
-  bool paused_ = false;        // cycle thread only
+  // The bus.
+  RingSet rings_{};
+  bool has_rings_ = false;
+  DataStore ds_view_{};
+  DataStore* ds_ = nullptr;                              // &ds_view_ or null
+  const std::atomic<std::int64_t>* agent_hb_ = nullptr;  // null: watchdog off
+  std::int64_t agent_timeout_ns_ = 0;
+  std::uint64_t event_id_base_ = 0;  // slot index << 48
+  std::atomic<std::uint64_t> event_seq_{0};
+  std::atomic<std::uint32_t> safe_reasons_{0};
+  std::atomic<std::uint64_t> loop_events_{0};
+  std::atomic<std::uint64_t> loop_events_dropped_{0};
+  RtState safe_return_ = RtState::Running;  // cycle thread only: where SAFE_MODE returns to
+  std::int64_t safe_since_ns_ = 0;          // cycle thread only
 
   static_assert(std::atomic<std::int64_t>::is_always_lock_free);
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
   static_assert(std::atomic<std::int32_t>::is_always_lock_free);
   static_assert(std::atomic<bool>::is_always_lock_free);
+  static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 };
 
 }  // namespace mxrc

@@ -363,6 +363,8 @@ class Executive:
 
     @staticmethod
     def _bus_datastore(segment: Any, datastore: DataStore | None) -> DataStore | None:
+        if datastore is None and segment is None:
+            return None  # a private stats block: no bus (and no import of mxrc.bus)
         from mxrc.bus._datastore import DataStore
 
         if datastore is not None:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
@@ -222,8 +222,13 @@ class _AgentProcess:
         return self.proc.pid
 
     @classmethod
-    def spawn(cls, segment: Segment, cfg: Any, err: TextIO) -> _AgentProcess | None:
-        """Start the agent and wait for its first heartbeat; None (after a message) on failure."""
+    def spawn(
+        cls, segment: Segment, cfg: Any, err: TextIO, extra_args: Sequence[str] = ()
+    ) -> _AgentProcess | None:
+        """Start the agent and wait for its first heartbeat; None (after a message) on failure.
+
+        ``extra_args``: more ``mxrc agent`` options (e.g. ``--http``).
+        """
         argv = [
             sys.executable,
             "-m",
@@ -233,6 +238,7 @@ class _AgentProcess:
             segment.instance,
             "--parent-pid",
             str(os.getpid()),
+            *extra_args,
         ]
         if cfg.directory is not None:
             argv += ["--config", str(cfg.directory)]

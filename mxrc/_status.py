@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mxrc.rt._cpulist import format_cpulist
-from mxrc.rt._placement import ThreadPlacement, thread_placement
+from mxrc.rt._placement import ThreadPlacement, pid_alive, thread_placement
 from mxrc.rt._state import RtState
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def read_status(segment: Segment, previous: InstanceStatus | None = None) -> Ins
         tuple(threads),
         now,
         agent,
-        agent.pid != 0 and _pid_alive(agent.pid),
+        agent.pid != 0 and pid_alive(agent.pid),
     )
 
 
@@ -281,12 +281,6 @@ def _rings_of(segment: Segment, name: str) -> tuple[dict[str, RingCounters] | No
     except LookupError:  # released and reused meanwhile
         return None, False
     return rings.counters(), rings.critical_overflow
-
-
-def _pid_alive(pid: int) -> bool:
-    from mxrc.agent._agent import _pid_alive as alive
-
-    return alive(pid)
 
 
 # ---------------------------------------------------------------- text

@@ -328,6 +328,8 @@ def _agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         events=args.events,
         parent_pid=args.parent_pid,
         takeover=args.takeover,
+        http=args.http,
+        http_port=args.http_port,
     )
     return run_agent(opts, out, err)
 
@@ -364,8 +366,84 @@ def _register_agent(sub: SubparsersAction) -> None:
         action="store_true",
         help="start even while another live agent beats (it keeps draining too)",
     )
+    p.add_argument(
+        "--http",
+        action="store_true",
+        help="serve /health, /health/ready, /health/live, /health/details and /metrics at "
+        "failover_policy.json health_server (default 127.0.0.1:8080; on by itself when "
+        "MXRC_HTTP_PORT is set)",
+    )
+    p.add_argument(
+        "--http-port",
+        metavar="PORT",
+        type=_port,
+        help="serve the health endpoints on this port (0 = any free port; implies --http)",
+    )
     p.add_argument("--parent-pid", type=_positive_int, help=argparse.SUPPRESS)
     p.set_defaults(handler=_agent)
+
+
+def _supervise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from mxrc.ha._supervisor import run_supervise
+
+    entry = list(args.entrypoint)
+    if entry and entry[0] == "--":
+        entry = entry[1:]
+    if len(entry) > 1:
+        print(f"mxrc supervise: expected one ENTRYPOINT (module:function), got {entry}", file=err)
+        return EXIT_USAGE
+    return run_supervise(
+        args.config,
+        args.instance,
+        entry[0] if entry else None,
+        agent=not args.no_agent,
+        http=not args.no_http,
+        err=err,
+        checkpoint_dir=args.checkpoint_dir,
+    )
+
+
+def _register_supervise(sub: SubparsersAction) -> None:
+    p = sub.add_parser(
+        "supervise",
+        help="run an instance: own its segment, run and restart its RT process and agent",
+        description=(
+            "The main process of an instance (systemd mxrc@.service, Type=notify): creates the "
+            "segment, starts the agent and the RT process (running ENTRYPOINT, module:function, "
+            "default the demo axis), restarts a dead or hung RT process within "
+            "failover_policy.json rt (restart_delay_ms, max_restart_count per "
+            "restart_window_sec; then MANUAL_INTERVENTION), until SIGTERM/SIGINT (RT stopped "
+            "first, then the agent, then the segment). docs/supervisor.md. Exit code 0: "
+            "stopped by a signal, 1: start failed, 2: usage or configuration error."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        metavar="DIR",
+        type=_directory_arg,
+        help="configuration directory (default: $MXRC_CONFIG_DIR, else built-in defaults)",
+    )
+    p.add_argument("--instance", metavar="NAME", help="instance name (default: from the config)")
+    p.add_argument("--no-agent", action="store_true", help="do not start the agent")
+    p.add_argument(
+        "--no-http",
+        action="store_true",
+        help="the agent serves no /health* and /metrics (default: it does, on "
+        "failover_policy.json health_server or $MXRC_HTTP_PORT)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="write checkpoints here (rt.checkpoint_interval_sec) and resume a restarted RT "
+        "process from them (slots without a valid live value)",
+    )
+    p.add_argument(
+        "entrypoint",
+        nargs=argparse.REMAINDER,
+        metavar="-- ENTRYPOINT",
+        help="the RT process's entry point module:function (default the demo axis)",
+    )
+    p.set_defaults(handler=_supervise)
 
 
 SUBCOMMANDS: list[Registrar] = [
@@ -374,6 +452,7 @@ SUBCOMMANDS: list[Registrar] = [
     _register_status,
     _register_metrics,
     _register_agent,
+    _register_supervise,
 ]
 """Functions that add one subcommand each; later subcommands append here."""
 

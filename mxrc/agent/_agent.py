@@ -47,6 +47,7 @@ from mxrc.bus import (
 )
 from mxrc.bus._events import _patterns, current_carrier
 from mxrc.errors import MxrcError
+from mxrc.rt._placement import pid_alive
 
 if TYPE_CHECKING:
     from mxrc.bus._events import Filter, Handler
@@ -130,22 +131,6 @@ class AgentCounters:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _pid_alive(pid: int) -> bool:
-    """A live, non-zombie process ``pid``."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def _count_and_discard(executive: str, records: Sequence[bytes]) -> None:
@@ -392,7 +377,7 @@ class Agent:
         if self._takeover or hb.pid in (0, os.getpid()):
             return
         age = hb.age_ns()
-        if age is not None and age <= self._timeout_ms * 1_000_000 and _pid_alive(hb.pid):
+        if age is not None and age <= self._timeout_ms * 1_000_000 and pid_alive(hb.pid):
             raise AgentError(
                 f"{self._segment.path} already has a live agent: pid {hb.pid}, last heartbeat "
                 f"{age / 1e6:.0f} ms ago (timeout {self._timeout_ms} ms); stop it first, or "

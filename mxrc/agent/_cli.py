@@ -23,6 +23,8 @@ from mxrc._status import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, attach_instance,
 if TYPE_CHECKING:
     from mxrc.agent._agent import Agent
     from mxrc.bus import Event
+    from mxrc.ha._health import HaProvider
+    from mxrc.ha._http import HealthServer
 
 __all__ = ["AgentOptions", "event_to_json", "run_agent", "set_parent_death_signal"]
 
@@ -41,6 +43,11 @@ class AgentOptions:
     """Exit when this process (the spawning ``mxrc run``) dies (parent-death signal)."""
     takeover: bool = False
     """Start even when another live agent beat recently."""
+    http: bool = False
+    """Serve the health endpoints and /metrics (``failover_policy.json`` ``health_server``);
+    also on when ``http_port`` is set or ``MXRC_HTTP_PORT`` is in the environment."""
+    http_port: int | None = None
+    """Port of the health server (0 = any free port); beats the config and MXRC_HTTP_PORT."""
 
 
 def set_parent_death_signal(parent_pid: int, signum: int = signal.SIGTERM) -> bool:
@@ -139,10 +146,41 @@ def run_agent(opts: AgentOptions, out: TextIO, err: TextIO) -> int:
         return code
     with segment:
         agent = Agent(segment, config=cfg, takeover=opts.takeover)
-        return _serve(agent, opts, out, err)
+        server = None
+        if opts.http or opts.http_port is not None or os.environ.get("MXRC_HTTP_PORT"):
+            from mxrc.ha._http import health_server_from_config
+
+            try:
+                server = health_server_from_config(
+                    segment,
+                    cfg,
+                    port=opts.http_port,
+                    bus=agent.bus,
+                    provider=_ha_provider(instance),
+                )
+            except ConfigError as exc:
+                _fail(err, f"configuration error: {exc}")
+                return EXIT_USAGE
+        return _serve(agent, opts, out, err, server)
 
 
-def _serve(agent: Agent, opts: AgentOptions, out: TextIO, err: TextIO) -> int:
+def _ha_provider(instance: str) -> HaProvider | None:
+    """The supervisor's restart count and HA state, read from the state file it publishes
+    (``mxrc supervise``; none running: 0 restarts, no state)."""
+    try:
+        from mxrc.ha._supervisor import SupervisorStateFile
+    except ImportError:  # pragma: no cover - the package ships it
+        return None
+    return SupervisorStateFile(instance)
+
+
+def _serve(
+    agent: Agent,
+    opts: AgentOptions,
+    out: TextIO,
+    err: TextIO,
+    server: HealthServer | None = None,
+) -> int:
     from mxrc.agent._agent import AgentError
 
     previous: dict[signal.Signals, Any] = {}
@@ -169,6 +207,18 @@ def _serve(agent: Agent, opts: AgentOptions, out: TextIO, err: TextIO) -> int:
                 _fail(err, str(exc))
                 return EXIT_NOT_RUNNING
             print(_status_line(agent), file=out, flush=True)
+            if server is not None:
+                try:
+                    server.start()
+                except OSError as exc:
+                    _fail(err, str(exc))
+                    return EXIT_USAGE
+                print(
+                    f"mxrc agent: health server on {server.url} (/health, /health/ready, "
+                    f"/health/live, /health/details, /metrics)",
+                    file=out,
+                    flush=True,
+                )
         agent.run()
         print(_summary_line(agent), file=err, flush=True)
         if agent.owner_gone:
@@ -180,6 +230,8 @@ def _serve(agent: Agent, opts: AgentOptions, out: TextIO, err: TextIO) -> int:
             return EXIT_NOT_RUNNING
         return EXIT_OK
     finally:
+        if server is not None:
+            server.close()
         agent.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -332,10 +332,14 @@ class FailoverRole(_Section):
     restart_window_sec: int = 60
     enable_state_recovery: bool = True
     checkpoint_interval_sec: int = 60
+    checkpoint_keep: int = 10
+    """Newest checkpoints kept (docs/checkpoints.md)."""
     agent_heartbeat_interval_ms: int = 100
     """How often the agent writes its heartbeat into the segment."""
     agent_heartbeat_timeout_ms: int = 500
     """Age of the agent's heartbeat after which the RT side enters SAFE_MODE."""
+    entrypoint: str = "mxrc.ha._supervisor:demo_entrypoint"
+    """``module:function`` the supervisor's RT process runs (docs/supervisor.md)."""
 
 
 @dataclass(frozen=True)
@@ -365,6 +369,9 @@ class HealthServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    bearer_token_file: str | None = None
+    """File holding a bearer token required on ``/health/details`` and ``/metrics``
+    (relative: to the config directory); refused unless mode 0600 or stricter."""
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ from outside: reading these files never disturbs the thread.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mxrc.rt._cpulist import parse_cpulist
 
-__all__ = ["ThreadPlacement", "thread_placement"]
+__all__ = ["ThreadPlacement", "pid_alive", "thread_placement"]
 
 _POLICIES = {
     0: "SCHED_OTHER",
@@ -75,3 +76,24 @@ def thread_placement(pid: int, tid: int, *, procfs_root: str = "/proc") -> Threa
     except (IndexError, ValueError):
         return None
     return ThreadPlacement(cpu, allowed, _POLICIES.get(policy, f"policy {policy}"), rt_priority)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a stopped one counts as alive).
+
+    A process this user may not signal counts as alive. Availability: Linux.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # it answered the signal; /proc is just unreadable
+    return state not in ("Z", "X")

@@ -1,0 +1,108 @@
+"""The RT process spawned by ``mxrc supervise``: attach the segment, run the entry point.
+
+``python -m mxrc.ha._rtchild --instance NAME --entrypoint MODULE:FUNCTION
+[--config DIR] [--restart] [--parent-pid PID]``. Dies with the supervisor
+(parent-death signal SIGTERM). With ``--restart`` it bumps the segment
+generation first (a restarted writer). SIGTERM reaches the entry point as
+KeyboardInterrupt (the entry point stops its executive in ``finally`` /
+``with``). Exit codes: 0 stopped by SIGTERM or the entry point returned,
+1 the entry point failed, 2 bad entry point or configuration, 3 the segment
+cannot be attached, 4 the supervisor is already gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _resume(segment: Any, directory: str, prefix: str) -> None:
+    """Crash continuity: valid live data store slots stay, the rest come from the newest
+    checkpoint (``mxrc.ha.resume_datastore``); reported in one line."""
+    from mxrc.bus import DataStore
+    from mxrc.errors import MxrcError
+    from mxrc.ha._checkpoint import CheckpointStore, resume_datastore
+
+    try:
+        ds = DataStore.from_segment(segment)
+    except MxrcError:
+        return  # created without a data store
+    try:
+        newest = CheckpointStore(directory).load_newest()
+        report = resume_datastore(ds, newest)
+    except (MxrcError, OSError) as exc:
+        print(f"{prefix} cannot resume from the checkpoints in {directory}: {exc}", file=sys.stderr)
+        return
+    source = "no checkpoint" if newest is None else f"checkpoint {newest.name}"
+    print(
+        f"{prefix} data store resumed: {len(report.live)} slots live, "
+        f"{len(report.from_checkpoint)} from {source}, {len(report.unresolved)} unresolved",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mxrc-rt")
+    parser.add_argument("--instance", required=True)
+    parser.add_argument("--entrypoint", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--restart", action="store_true")
+    parser.add_argument("--parent-pid", type=int)
+    parser.add_argument("--checkpoint-dir")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    prefix = f"mxrc rt ({args.instance}):"
+    try:
+        if args.parent_pid is not None:
+            from mxrc.agent._cli import set_parent_death_signal
+
+            if not set_parent_death_signal(args.parent_pid):
+                print(f"{prefix} the supervisor (pid {args.parent_pid}) is gone", file=sys.stderr)
+                return 4
+        from mxrc.config import load_config
+        from mxrc.errors import ConfigError, SegmentError
+        from mxrc.ha._supervisor import resolve_entrypoint
+
+        try:
+            fn = resolve_entrypoint(args.entrypoint)
+            cfg = load_config(args.config)
+        except (ConfigError, ValueError) as exc:
+            print(f"{prefix} {exc}", file=sys.stderr)
+            return 2
+        from mxrc.bus import Segment
+
+        try:
+            segment = Segment.attach(args.instance)
+        except SegmentError as exc:
+            print(f"{prefix} cannot attach the segment: {exc}", file=sys.stderr)
+            return 3
+        if args.restart:
+            segment.bump_generation()
+        if args.checkpoint_dir is not None:
+            _resume(segment, args.checkpoint_dir, prefix)
+        try:
+            fn(segment, cfg)
+        finally:
+            segment.close()
+    except KeyboardInterrupt:
+        return 0
+    except Exception:
+        print(f"{prefix} the entry point {args.entrypoint} failed:", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

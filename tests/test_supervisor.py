@@ -1,0 +1,637 @@
+"""``mxrc supervise`` with real processes, and sd_notify against real datagram sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import mxrc_env
+
+from mxrc.ha._sdnotify import NOTIFY_ENV, SdNotifier, child_environment, parse_notify_address
+from mxrc.ha._supervisor import SupervisorStateFile
+
+# ------------------------------------------------------------------ sd_notify
+
+
+class NotifyListener:
+    """A real AF_UNIX datagram socket (abstract or path) collecting notify messages."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if path is None:
+            name = f"mxrc-test-notify-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.sock.bind("\0" + name)
+            self.env_value = "@" + name
+        else:
+            self.sock.bind(path)
+            self.env_value = path
+        self.messages: queue.Queue[tuple[float, str]] = queue.Queue()
+        self.seen: list[tuple[float, str]] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            self.messages.put((time.monotonic(), data.decode()))
+
+    def drain(self) -> list[tuple[float, str]]:
+        while True:
+            try:
+                self.seen.append(self.messages.get_nowait())
+            except queue.Empty:
+                return self.seen
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        for _, msg in self.drain():
+            if predicate(msg):
+                return msg
+        while time.monotonic() < deadline:
+            try:
+                item = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(item)
+            if predicate(item[1]):
+                return item[1]
+        raise AssertionError(f"no such notify message within {timeout} s; got {self.seen}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[NotifyListener]:
+    lst = NotifyListener()
+    yield lst
+    lst.close()
+
+
+def test_parse_notify_address() -> None:
+    assert parse_notify_address("@foo") == "\0foo"
+    assert parse_notify_address("/run/systemd/notify") == "/run/systemd/notify"
+    for bad in ("relative/path", "@", "vsock:2:1234", ""):
+        with pytest.raises(ValueError, match="NOTIFY_SOCKET="):
+            parse_notify_address(bad)
+
+
+def test_notify_abstract_socket_messages(listener: NotifyListener) -> None:
+    env = {"NOTIFY_SOCKET": listener.env_value, "WATCHDOG_USEC": "3000000", "OTHER": "x"}
+    n = SdNotifier(env)
+    assert env == {"OTHER": "x"}  # removed: children must not inherit them
+    assert n.enabled and n.watchdog_interval_s == 1.5
+    assert n.ready("NORMAL: restored")
+    assert n.watchdog()
+    assert n.status("two\nlines")
+    assert n.stopping()
+    deadline = time.monotonic() + 10
+    while len(listener.drain()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    got = [m for _, m in listener.drain()]
+    assert got == [
+        "READY=1\nSTATUS=NORMAL: restored",
+        "WATCHDOG=1",
+        "STATUS=two lines",
+        "STOPPING=1",
+    ]
+    with pytest.raises(ValueError, match="not one KEY=VALUE line"):
+        n.notify("READY")
+    n.close()
+
+
+def test_notify_path_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    lst = NotifyListener(path)
+    try:
+        n = SdNotifier({"NOTIFY_SOCKET": path})
+        assert n.watchdog_interval_s is None
+        assert n.ready()
+        assert lst.wait_for(lambda m: m == "READY=1")
+    finally:
+        lst.close()
+    os.unlink(path)  # the receiver is gone: a send fails quietly, later ones retry
+    assert not n.watchdog()
+    lst2 = NotifyListener(path)
+    try:
+        assert n.watchdog()
+        assert lst2.wait_for(lambda m: m == "WATCHDOG=1")
+    finally:
+        lst2.close()
+        n.close()
+
+
+def test_notify_without_socket_and_bad_values() -> None:
+    n = SdNotifier({})
+    assert not n.enabled and not n.ready() and not n.watchdog()
+    bad = SdNotifier({"NOTIFY_SOCKET": "nope", "WATCHDOG_USEC": "abc"})
+    assert not bad.enabled and bad.error is not None and "WATCHDOG_USEC='abc'" in bad.error
+    assert bad.watchdog_interval_s is None
+    other = SdNotifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "100", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval_s is None  # the watchdog is for another process
+    mine = SdNotifier({"WATCHDOG_USEC": "100", "WATCHDOG_PID": str(os.getpid())})
+    assert mine.watchdog_interval_s == 50e-6
+    assert child_environment({"NOTIFY_SOCKET": "@x", "WATCHDOG_PID": "1", "A": "b"}) == {"A": "b"}
+    assert set(NOTIFY_ENV) == {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+
+# ------------------------------------------------------------------ supervisor processes
+
+FAST_POLICY = {
+    "health_check_interval_ms": 100,
+    "health_check_timeout_ms": 50,
+    "failure_threshold": 3,
+    "restart_delay_ms": 50,
+    "max_restart_count": 3,
+    "restart_window_sec": 60,
+}
+
+
+class Supervised:
+    """``mxrc supervise`` in a child process: its stderr lines and its notify messages."""
+
+    def __init__(
+        self,
+        instance: str,
+        config_dir: Path,
+        notify: NotifyListener,
+        *extra: str,
+        pythonpath: str | None = None,
+        watchdog_usec: int = 400_000,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        env = mxrc_env()
+        env.setdefault("MXRC_HTTP_PORT", "0")  # the agent's health server: any free port
+        env.update(extra_env or {})
+        env["NOTIFY_SOCKET"] = notify.env_value
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mxrc",
+                "supervise",
+                "--config",
+                str(config_dir),
+                "--instance",
+                instance,
+                *extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._q: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._q.put(line.rstrip("\n"))
+
+    def wait_line(self, pattern: str, timeout: float = 60.0, start: int = 0) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        i = start
+        while True:
+            while i < len(self.lines):
+                m = rx.search(self.lines[i])
+                if m:
+                    return m
+                i += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r}: {self.lines}")
+            try:
+                self.lines.append(self._q.get(timeout=min(left, 0.1)))
+            except queue.Empty:
+                if self.proc.poll() is not None and self._q.empty() and not self._reader.is_alive():
+                    raise AssertionError(
+                        f"supervisor exited ({self.proc.returncode}) before {pattern!r}: "
+                        f"{self.lines}"
+                    ) from None
+
+    def rt_pid(self, start: int = 0) -> int:
+        return int(self.wait_line(r"RT process started \(pid (\d+)", start=start).group(1))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        while not self._q.empty():
+            self.lines.append(self._q.get())
+        return code
+
+
+def write_config(path: Path, **policy: object) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    rt = dict(FAST_POLICY)
+    rt.update(policy)
+    (path / "failover_policy.json").write_text(json.dumps({"rt": rt}))
+    return path
+
+
+@pytest.fixture
+def supervised(
+    instance: str, tmp_path: Path, listener: NotifyListener
+) -> Iterator[Callable[..., Supervised]]:
+    started: list[Supervised] = []
+
+    def start(
+        *extra: str,
+        pythonpath: str | None = None,
+        env: dict[str, str] | None = None,
+        **policy: object,
+    ) -> Supervised:
+        cfg = write_config(tmp_path / "cfg", **policy)
+        sup = Supervised(instance, cfg, listener, *extra, pythonpath=pythonpath, extra_env=env)
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        sup.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def demo_step(instance: str) -> int:
+    from mxrc.bus import DataStore, Segment
+
+    seg = Segment.attach(instance)
+    try:
+        value = DataStore.from_segment(seg).read("demo.axis")
+        return int(value[12])  # type: ignore[index]
+    finally:
+        seg.close()
+
+
+def generation(instance: str) -> int:
+    from mxrc.bus import Segment
+
+    seg = Segment.attach(instance)
+    try:
+        return seg.generation
+    finally:
+        seg.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_ready_watchdog_and_clean_child_environment(
+    supervised: Callable[..., Supervised], listener: NotifyListener, instance: str
+) -> None:
+    sup = supervised()
+    rt = sup.rt_pid()
+    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    ready = listener.wait_for(lambda m: m.startswith("READY=1"))
+    assert f"RT pid {rt} beats" in ready
+    # WATCHDOG=1 at half of WATCHDOG_USEC (0.4 s) while within policy
+    listener.wait_for(lambda m: m == "WATCHDOG=1")
+    n0 = sum(m == "WATCHDOG=1" for _, m in listener.drain())
+    wait_until(lambda: sum(m == "WATCHDOG=1" for _, m in listener.drain()) >= n0 + 2)
+    for pid in (rt, agent):
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            names = {e.split(b"=", 1)[0] for e in fh.read().split(b"\0") if e}
+        assert not names & {b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"WATCHDOG_PID"}, pid
+    assert generation(instance) == 1
+
+
+def test_sigkill_of_rt_restarts_it_with_a_new_generation_and_state_continues(
+    supervised: Callable[..., Supervised], listener: NotifyListener, instance: str
+) -> None:
+    sup = supervised()
+    rt = sup.rt_pid()
+    listener.wait_for(lambda m: m.startswith("READY=1"))
+    wait_until(lambda: demo_step(instance) > 200)
+    step_before_kill = demo_step(instance)
+    os.kill(rt, signal.SIGKILL)
+    sup.wait_line(rf"RT process \(pid {rt}\) was killed by signal 9")
+    sup.wait_line(r"NORMAL -> RECOVERY_IN_PROGRESS")
+    start = len(sup.lines)
+    new = sup.rt_pid(start=start)
+    assert new != rt
+    m = sup.wait_line(r"demo axis resumed at step (\d+)", start=start)
+    resumed = int(m.group(1))  # continues from the live data store, not from zero
+    assert step_before_kill <= resumed < step_before_kill + 5000
+    assert demo_step(instance) >= resumed
+    sup.wait_line(r"RECOVERY_IN_PROGRESS -> NORMAL", start=start)
+    assert generation(instance) == 2
+    state = SupervisorStateFile(instance)
+    assert state.restart_count() == 1 and state.ha_state() == "NORMAL"
+    data = state.read()
+    assert data is not None and data["rt_pid"] == new and data["generation"] == 2
+    wait_until(lambda: demo_step(instance) > resumed + 100)
+    listener.wait_for(lambda m: m.startswith("STATUS=NORMAL"))
+
+
+def test_sigstop_hang_is_detected_and_restarted(
+    supervised: Callable[..., Supervised], instance: str
+) -> None:
+    sup = supervised()
+    rt = sup.rt_pid()
+    sup.wait_line(r"ready: RT process")
+    os.kill(rt, signal.SIGSTOP)
+    try:
+        m = sup.wait_line(rf"RT process \(pid {rt}\) is hung: its heartbeat did not move")
+        assert "failure_threshold x health_check_interval_ms = 0.3 s" in m.string
+        new = sup.rt_pid(start=len(sup.lines) - 1)
+        assert new != rt
+        wait_until(lambda: not pid_alive(rt))  # the stopped process was SIGKILLed
+        sup.wait_line(r"RECOVERY_IN_PROGRESS -> NORMAL")
+        assert generation(instance) == 2
+    finally:
+        if pid_alive(rt):
+            os.kill(rt, signal.SIGKILL)
+
+
+CRASHER = """\
+import sys
+
+
+def crash(segment, config):
+    sys.exit(3)
+"""
+
+
+def test_crash_loop_stops_at_the_limit(
+    supervised: Callable[..., Supervised],
+    listener: NotifyListener,
+    tmp_path: Path,
+    instance: str,
+) -> None:
+    (tmp_path / "crashapp.py").write_text(CRASHER)
+    sup = supervised("--no-agent", "--", "crashapp:crash", pythonpath=str(tmp_path))
+    m = sup.wait_line(r"CRITICAL: giving up on the RT process: (\d+) restarts within 60 s")
+    assert m.group(1) == "3"
+    sup.wait_line(r"-> MANUAL_INTERVENTION: restart limit reached")
+    started = [line for line in sup.lines if "RT process started" in line]
+    exited = [
+        line
+        for line in sup.lines
+        if re.match(r"mxrc supervise: RT process \(pid \d+\) exited", line)
+    ]
+    assert len(started) == 4 and len(exited) == 4  # first start + 3 restarts
+    listener.wait_for(lambda msg: msg.startswith("STATUS=MANUAL_INTERVENTION"))
+    state = SupervisorStateFile(instance)
+    assert state.ha_state() == "MANUAL_INTERVENTION" and state.restart_count() == 3
+    # no READY (never restored), and the watchdog stops: systemd may act on the instance
+    listener.drain()
+    t_limit = time.monotonic()
+    time.sleep(1.0)
+    late = [m for t, m in listener.drain() if t > t_limit + 0.1 and m == "WATCHDOG=1"]
+    assert late == []
+    assert not any(m.startswith("READY=1") for _, m in listener.seen)
+    assert sup.proc.poll() is None  # the supervisor stays up, reporting the state
+    time.sleep(0.3)
+    assert sum("RT process started" in line for line in sup.lines) == 4
+
+
+def test_orderly_shutdown_order(
+    supervised: Callable[..., Supervised], listener: NotifyListener, instance: str
+) -> None:
+    sup = supervised()
+    rt = sup.rt_pid()
+    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    sup.wait_line(r"ready: RT process")
+    assert sup.stop() == 0
+    text = "\n".join(sup.lines)
+    i_rt = text.index(f"RT process stopped (pid {rt}, code 0)")
+    i_agent = text.index(f"agent stopped (pid {agent})")
+    i_seg = text.index("segment removed (/dev/shm/mxrc-")
+    assert i_rt < i_agent < i_seg
+    assert "NORMAL -> SHUTDOWN" in text
+    assert not pid_alive(rt) and not pid_alive(agent)
+    assert not os.path.exists(f"/dev/shm/mxrc-{instance}")
+    assert not SupervisorStateFile(instance).path.exists()
+    listener.wait_for(lambda m: m.startswith("STOPPING=1"))
+
+
+def test_bad_entrypoint_and_config_are_usage_errors(tmp_path: Path, instance: str) -> None:
+    from helpers import run_mxrc
+
+    r = run_mxrc("supervise", "--instance", instance, "--", "no_such_module_xyz:main")
+    assert r.returncode == 2
+    assert "entry point 'no_such_module_xyz:main': no module 'no_such_module_xyz'" in r.stderr
+    r = run_mxrc("supervise", "--instance", instance, "--", "nocolon")
+    assert r.returncode == 2 and "is not of the form module:function" in r.stderr
+    r = run_mxrc("supervise", "--instance", instance, "--", "a:b", "c:d")
+    assert r.returncode == 2 and "expected one ENTRYPOINT" in r.stderr
+    from_config = write_config(tmp_path / "entry", entrypoint="no_such_module_xyz:run")
+    r = run_mxrc("supervise", "--config", str(from_config), "--instance", instance)
+    assert r.returncode == 2 and "entry point 'no_such_module_xyz:run'" in r.stderr
+    r = run_mxrc("supervise", "--config", str(tmp_path / "entry"), "--instance", instance, "--x")
+    assert r.returncode == 2
+    cfg = tmp_path / "bad"
+    cfg.mkdir()
+    (cfg / "failover_policy.json").write_text('{"rt": {"max_restart_count": 0}}')
+    r = run_mxrc("supervise", "--config", str(cfg), "--instance", instance)
+    assert r.returncode == 2 and "configuration error" in r.stderr
+
+
+def test_segment_in_use_is_refused(instance: str) -> None:
+    from helpers import run_mxrc
+
+    from mxrc.bus import Segment
+
+    with Segment.create(instance, max_stats=1, datastore_bytes=0):
+        r = run_mxrc("supervise", "--no-agent", "--instance", instance)
+    assert r.returncode == 1
+    assert f"cannot create the segment of instance {instance!r}" in r.stderr
+
+
+def test_state_file_provider_ignores_missing_corrupt_and_stale_files(tmp_path: Path) -> None:
+    state = SupervisorStateFile("x", tmp_path)
+    assert state.read() is None and state.restart_count() == 0 and state.ha_state() is None
+    assert state.last_checkpoint() is None
+    state.path.write_text("{not json")
+    assert state.read() is None
+    state.path.write_text("[1, 2]")
+    assert state.read() is None
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    body = {"supervisor_pid": int(dead.stdout), "restart_count": 4, "ha_state": "NORMAL"}
+    state.path.write_text(json.dumps(body))
+    assert state.read() is None  # its supervisor is gone
+    body["supervisor_pid"] = os.getpid()
+    state.path.write_text(json.dumps(body))
+    assert state.restart_count() == 4 and state.ha_state() == "NORMAL"
+    body.update(restart_count=-1, ha_state="BOGUS")
+    state.path.write_text(json.dumps(body))
+    assert state.restart_count() == 0 and state.ha_state() is None
+
+
+def test_children_die_with_a_killed_supervisor(
+    supervised: Callable[..., Supervised], instance: str
+) -> None:
+    sup = supervised()
+    rt = sup.rt_pid()
+    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    sup.wait_line(r"ready: RT process")
+    sup.proc.kill()  # no orderly shutdown: the parent-death signal takes the children down
+    sup.proc.wait()
+    wait_until(lambda: not pid_alive(rt) and not pid_alive(agent))
+    state = SupervisorStateFile(instance)
+    assert state.path.exists() and state.read() is None  # left behind, but stale
+    state.path.unlink()
+
+
+def test_a_dead_agent_is_restarted(supervised: Callable[..., Supervised], instance: str) -> None:
+    from mxrc.bus import Segment
+
+    sup = supervised()
+    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    sup.wait_line(r"ready: RT process")
+    os.kill(agent, signal.SIGKILL)
+    start = len(sup.lines)
+    sup.wait_line(r"restarting the agent in 0.05 s \(restart 1/3 in this window\)", start=start)
+    new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+    assert new != agent
+    seg = Segment.attach(instance)
+    try:
+        wait_until(lambda: seg.agent_heartbeat().pid == new)
+    finally:
+        seg.close()
+    state = SupervisorStateFile(instance)
+    wait_until(lambda: (state.read() or {}).get("agent_pid") == new)
+    assert state.ha_state() == "NORMAL"
+
+
+def test_a_stopped_agent_puts_the_node_in_safe_mode_and_back(
+    supervised: Callable[..., Supervised], instance: str
+) -> None:
+    sup = supervised()
+    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    sup.wait_line(r"ready: RT process")
+    os.kill(agent, signal.SIGSTOP)  # its heartbeat goes stale: the cycle enters SAFE_MODE
+    try:
+        m = sup.wait_line(r"HA state NORMAL -> SAFE_MODE: cycle thread 'main'")
+        assert "agent's heartbeat is stale" in m.string
+        assert SupervisorStateFile(instance).ha_state() == "SAFE_MODE"
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    sup.wait_line(r"HA state SAFE_MODE -> NORMAL: the RT process left SAFE_MODE")
+    assert not any("restarting" in line for line in sup.lines)
+
+
+def test_checkpoints_carry_the_state_across_a_new_segment(
+    supervised: Callable[..., Supervised], instance: str, tmp_path: Path
+) -> None:
+    ckdir = tmp_path / "checkpoints"
+    first = supervised("--checkpoint-dir", str(ckdir))
+    first.wait_line(r"data store resumed: 0 slots live, 0 from no checkpoint")
+    first.wait_line(r"ready: RT process")
+    wait_until(lambda: demo_step(instance) > 300)
+    step_before_stop = demo_step(instance)
+    assert first.stop() == 0
+    m = re.search(r"checkpoint written at shutdown \((ckpt-\S+\.json)\)", "\n".join(first.lines))
+    assert m is not None and (ckdir / m.group(1)).is_file()
+    assert not os.path.exists(f"/dev/shm/mxrc-{instance}")  # the live data store is gone
+    second = supervised("--checkpoint-dir", str(ckdir))
+    second.wait_line(rf"data store resumed: 0 slots live, 1 from checkpoint {m.group(1)}")
+    resumed = int(second.wait_line(r"demo axis resumed at step (\d+)").group(1))
+    assert resumed >= step_before_stop  # continues from the checkpoint, not from zero
+    second.wait_line(r"ready: RT process")
+    rt = second.rt_pid()
+    os.kill(rt, signal.SIGKILL)  # now the live slot is valid: it wins over the checkpoint
+    start = len(second.lines)
+    second.wait_line(r"data store resumed: 1 slots live, 0 from checkpoint", start=start)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get_json(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_supervised_agent_serves_health_with_restarts_and_checkpoints(
+    supervised: Callable[..., Supervised], listener: NotifyListener, tmp_path: Path
+) -> None:
+    port = _free_port()
+    sup = supervised("--checkpoint-dir", str(tmp_path / "ckpt"), env={"MXRC_HTTP_PORT": str(port)})
+    rt = sup.rt_pid()
+    listener.wait_for(lambda m: m.startswith("READY=1"))
+    base = f"http://127.0.0.1:{port}"
+
+    def served() -> bool:
+        try:
+            return _get_json(f"{base}/health/live")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(served)
+    code, body = _get_json(f"{base}/health")
+    assert code == 200 and body["status"] in ("HEALTHY", "DEGRADED"), body
+    os.kill(rt, signal.SIGKILL)
+    sup.wait_line(r"RECOVERY_IN_PROGRESS -> NORMAL")
+
+    def restart_counted() -> bool:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return any(
+            line.startswith("mxrc_process_restart_count_total") and line.endswith(" 1.0")
+            for line in text.splitlines()
+        )
+
+    wait_until(restart_counted)
+    code, details = _get_json(f"{base}/health/details")
+    assert code == 200
+    failover = details["failover"]
+    assert failover["restart_count"] == 1
+    assert failover["last_checkpoint"] is not None  # the supervisor's newest checkpoint
+    assert failover["checkpoint_age_seconds"] >= 0

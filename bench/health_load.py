@@ -59,6 +59,7 @@ from harness import (
     interpreter_info,
     markdown_table,
 )
+from latency import write_results
 
 __all__ = ["LoadGenerator", "SupervisedInstance", "late_shares", "main", "stats_window"]
 
@@ -602,12 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--md", help="Markdown results file")
     args = p.parse_args(argv)
     result = run(args)
-    md = to_markdown(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.md:
-        Path(args.md).write_text(md)
-    print(md)
+    write_results(result, to_markdown(result), args.out, args.md)
     return 0
 
 

@@ -526,10 +526,11 @@ def interpreter_of(python: str) -> dict[str, Any]:
     )
 
 
-def write_results(result: dict[str, Any], md: str, out: str, md_path: str | None) -> None:
-    """Write the JSON results (and the Markdown) and print the Markdown."""
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+def write_results(result: dict[str, Any], md: str, out: str | None, md_path: str | None) -> None:
+    """Write the JSON results and the Markdown (each when a path is given); print the Markdown."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
     if md_path:
         Path(md_path).parent.mkdir(parents=True, exist_ok=True)
         Path(md_path).write_text(md)

@@ -48,6 +48,7 @@ from health_load import (
     host_info,
     now_utc,
 )
+from latency import write_results
 
 __all__ = ["kill_once", "main", "percentile"]
 
@@ -301,12 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["summary"] = summarize(result["kills"], result["loads"])
     else:
         result = run(args)
-    md = to_markdown(result)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.md:
-        Path(args.md).write_text(md)
-    print(md)
+    write_results(result, to_markdown(result), args.out, args.md)
     return 0
 
 

@@ -7,12 +7,12 @@ test module that builds a C++ program against ``find_package(mxrc)``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import require_tool
 
 PROJECT_ROOT = Path(__file__).parent.parent
 EXAMPLES = PROJECT_ROOT / "docs" / "examples"
@@ -23,12 +23,7 @@ _core_prefixes: dict[Path, Path] = {}
 
 def require_cmake() -> str:
     """The cmake executable; skips the test without it (fails under CI, which installs it)."""
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        if os.environ.get("CI"):
-            pytest.fail("cmake is not installed; .ci/run installs it (apt package cmake)")
-        pytest.skip("cmake is not installed")
-    return cmake
+    return require_tool("cmake", "cmake")
 
 
 def generator() -> list[str]:

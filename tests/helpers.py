@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,12 +13,16 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
+
 from mxrc._native import _core
 
 __all__ = [
     "child_ready",
+    "cli_main",
     "in_thread",
     "mxrc_env",
+    "require_tool",
     "run_child",
     "run_mxrc",
     "run_python",
@@ -152,3 +158,28 @@ def small_segment(instance: str, **options: int) -> Any:
     }
     sizes.update(options)
     return Segment.create(instance, **sizes)
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of executable ``name``; skips the test without it, fails under CI
+    (``.ci/run`` installs the Debian ``package`` that has it)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: .ci/run installs it (Debian package {package})")
+        pytest.skip(f"{name} is not installed (Debian package {package})")
+    return path
+
+
+def cli_main(*argv: str) -> tuple[int, str, str]:
+    """``mxrc ARGV`` in this process: (exit code, stdout, stderr)."""
+    from mxrc import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = cli.main(list(argv))
+    finally:
+        sys.stdout, sys.stderr = old
+    return code, out.getvalue(), err.getvalue()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_python
+from helpers import require_tool, run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
@@ -1197,11 +1196,7 @@ def test_bus_collector_sources(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_promtool_accepts_the_bus_metrics() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    promtool = require_tool("promtool", "prometheus")
     t_a, _ = InMemoryTransport.pair()
     b = EventBus(name="main", carrier_provider=None)
     b.attach(t_a, forward="*")

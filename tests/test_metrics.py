@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import child_ready, spawn_python
+from helpers import child_ready, require_tool, spawn_python
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -124,12 +123,7 @@ def check_histogram_structure(samples: Samples) -> int:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool not installed (Debian package prometheus)")
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def promtool_check(text: str) -> tuple[int, list[str]]:
@@ -674,11 +668,7 @@ def test_http_server_warns_about_a_python_body(caplog: pytest.LogCaptureFixture)
 @pytest.mark.slow
 def test_prometheus_scrapes_and_queries(tmp_path: Path) -> None:
     """Debian's Prometheus scrapes the endpoint; PromQL sees counters and histograms."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("prometheus not installed (Debian package prometheus)")
+    binary = require_tool("prometheus", "prometheus")
     ex = mxrc.Executive(BuiltinBody("sleep_ns", 50_000), period_us=1000, name="axis")
     with ex, start_http_server(ex, port=0) as server:
         config = tmp_path / "prometheus.yml"

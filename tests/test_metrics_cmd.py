@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from helpers import run_mxrc, spawn_mxrc
+from helpers import require_tool, run_mxrc, spawn_mxrc
 from prometheus_client.parser import text_string_to_metric_families
 
 from mxrc.bus import Segment
@@ -53,11 +52,7 @@ def test_prints_the_exposition_of_a_live_instance(live_instance: tuple[str, Exec
 
 
 def test_seconds_units_pass_promtool(live_instance: tuple[str, Executive]) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed; .ci/run installs it (apt package prometheus)")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
+    promtool = require_tool("promtool", "prometheus")
     inst, _ = live_instance
     proc = run_mxrc("metrics", "--instance", inst, "--units", "seconds", "--process", "robot")
     assert proc.returncode == 0, proc.stderr

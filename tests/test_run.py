@@ -7,14 +7,12 @@ import io
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import run_mxrc, spawn_mxrc
+from helpers import cli_main, run_mxrc, spawn_mxrc
 
-from mxrc import cli
 from mxrc._run import RunOptions, format_progress
 
 REPORT_FIELDS = ("wake_latency_us", "body_start_latency_us", "exec_time_us")
@@ -26,17 +24,6 @@ def _no_mxrc_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("MXRC_"):
             monkeypatch.delenv(key)
-
-
-def _main(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = cli.main(list(argv))
-    finally:
-        sys.stdout, sys.stderr = old
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -51,32 +38,32 @@ def _main(*argv: str) -> tuple[int, str, str]:
     ],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
-    code, _, err = _main(*argv)
+    code, _, err = cli_main(*argv)
     assert code == 2
     assert "mxrc" in err and "error" in err
 
 
 def test_period_out_of_range_is_a_usage_error() -> None:
-    code, _, err = _main("run", "--period-us", "5")
+    code, _, err = cli_main("run", "--period-us", "5")
     assert code == 2
     assert "--period-us must be within 10..10000000" in err
 
 
 def test_invalid_config_exits_2_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "perf_monitor.json").write_text('{"rt": {"cycle_time_us": "fast"}}')
-    code, _, err = _main("run", "--config", str(tmp_path), "--cycles", "10")
+    code, _, err = cli_main("run", "--config", str(tmp_path), "--cycles", "10")
     assert code == 2
     assert "configuration error" in err and "perf_monitor.json" in err
 
 
 def test_help_lists_run_and_doctor_still_works() -> None:
-    code, out, _ = _main("--help")
+    code, out, _ = cli_main("--help")
     assert code == 0 and "run" in out and "doctor" in out
-    code, out, _ = _main("run", "--help")
+    code, out, _ = cli_main("run", "--help")
     assert code == 0
     for flag in ("--config", "--cycles", "--period-us", "--tier", "--json-report", "--instance"):
         assert flag in out
-    code, _, _ = _main("doctor", "--help")
+    code, _, _ = cli_main("doctor", "--help")
     assert code == 0
 
 

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_mxrc, spawn_mxrc
+from helpers import cli_main, run_mxrc, spawn_mxrc
 
-from mxrc import cli
 from mxrc._status import (
     EXIT_NOT_RUNNING,
     EXIT_OK,
@@ -45,17 +44,6 @@ def _no_mxrc_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _instance(tag: str) -> str:
     return f"test-status-{tag}-{os.getpid()}"
-
-
-def _main(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = cli.main(list(argv))
-    finally:
-        sys.stdout, sys.stderr = old
-    return code, out.getvalue(), err.getvalue()
 
 
 def _wait_until(cond: object, timeout: float, what: str) -> None:
@@ -250,7 +238,7 @@ def test_several_instances_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
         del slot
     # MXRC_INSTANCE picks one, like `mxrc run`
     monkeypatch.setenv("MXRC_INSTANCE", a)
-    code, _, err = _main("status")
+    code, _, err = cli_main("status")
     assert code == EXIT_NOT_RUNNING and f"no instance {a!r}" in err
 
 
@@ -261,11 +249,11 @@ def test_the_only_instance_is_shown_and_none_is_exit_1(
 
     inst, _ = live_instance
     monkeypatch.setattr(status_mod, "list_instances", lambda shm_dir="": [inst])
-    code, out, err = _main("status")
+    code, out, err = cli_main("status")
     assert code == EXIT_OK, err
     assert f"instance {inst!r}" in out
     monkeypatch.setattr(status_mod, "list_instances", lambda shm_dir="": [])
-    code, out, err = _main("status")
+    code, out, err = cli_main("status")
     assert code == EXIT_NOT_RUNNING
     assert "no mxrc instance is running" in err and out == ""
 
@@ -291,13 +279,13 @@ def test_list_instances_reads_the_shm_directory(tmp_path: Path) -> None:
     ],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
-    code, _, err = _main(*argv)
+    code, _, err = cli_main(*argv)
     assert code == EXIT_USAGE
     assert "error" in err or "mxrc status:" in err
 
 
 def test_bad_instance_name_is_a_usage_error() -> None:
-    code, _, err = _main("status", "--instance", "no/slashes")
+    code, _, err = cli_main("status", "--instance", "no/slashes")
     assert code == EXIT_USAGE
     assert "instance" in err
     proc = run_mxrc("status", "--instance", "no/slashes")
@@ -413,9 +401,9 @@ def test_status_options_validate() -> None:
 
 
 def test_help_lists_status() -> None:
-    code, out, _ = _main("--help")
+    code, out, _ = cli_main("--help")
     assert code == 0 and "status" in out
-    code, out, _ = _main("status", "--help")
+    code, out, _ = cli_main("status", "--help")
     assert code == 0
     for flag in ("--instance", "--watch", "--interval", "--count", "--json"):
         assert flag in out

@@ -208,7 +208,12 @@ def _config_watch(executive: Any, cfg: Any, opts: RunOptions, err: TextIO) -> It
 
 class _AgentProcess:
     """``mxrc agent`` spawned for the run: dies with this process, stopped before the
-    segment is removed."""
+    segment is removed.
+
+    :meth:`spawn` starts it and waits for its first heartbeat; :meth:`launch` +
+    :meth:`poll_start` do the same without blocking (the supervisor keeps watching
+    the RT process meanwhile).
+    """
 
     mode: AgentMode = "process"
 
@@ -216,16 +221,21 @@ class _AgentProcess:
         self.proc = proc
         self.log = log
         self.generation = generation
+        self.started = generation > 0
+        """Its first heartbeat was seen (``generation`` is then its agent generation)."""
+        self.exit_code: int | None = None
+        """Set when the start failed because the process exited (2: a configuration error)."""
+        self._deadline = time.monotonic() + AGENT_START_TIMEOUT_S
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     @classmethod
-    def spawn(
+    def launch(
         cls, segment: Segment, cfg: Any, err: TextIO, extra_args: Sequence[str] = ()
     ) -> _AgentProcess | None:
-        """Start the agent and wait for its first heartbeat; None (after a message) on failure.
+        """Start the process without waiting; None (after a message) when it cannot start.
 
         ``extra_args``: more ``mxrc agent`` options (e.g. ``--http``).
         """
@@ -257,32 +267,52 @@ class _AgentProcess:
             log.close()
             print(f"mxrc run: cannot start the agent process ({argv[0]}): {exc}", file=err)
             return None
-        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
-        try:
-            while True:
-                hb = segment.agent_heartbeat()
-                if hb.pid == proc.pid:
-                    return cls(proc, log, hb.generation)
-                code = proc.poll()
-                if code is not None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
-        except BaseException:  # Ctrl-C while waiting: take the child down too
-            proc.kill()
-            proc.wait()
-            log.close()
-            raise
+        return cls(proc, log, 0)
+
+    def poll_start(self, segment: Segment, err: TextIO) -> bool | None:
+        """True once it beat, None while starting, False when the start failed: it exited
+        (:attr:`exit_code`) or did not beat within the start timeout (killed); reported
+        on ``err`` with the end of its stderr."""
+        if self.started:
+            return True
+        hb = segment.agent_heartbeat()
+        if hb.pid == self.proc.pid:
+            self.started = True
+            self.generation = hb.generation
+            return True
+        code = self.proc.poll()
+        if code is None and time.monotonic() <= self._deadline:
+            return None
         if code is None:
-            proc.kill()
-            proc.wait()
+            self.proc.kill()
+            self.proc.wait()
+        self.exit_code = code
         why = (
             f"exited with code {code}"
             if code is not None
             else f"did not beat within {AGENT_START_TIMEOUT_S:g} s"
         )
-        print(f"mxrc run: the agent process (pid {proc.pid}) {why}{_tail(log)}", file=err)
-        log.close()
-        return None
+        print(f"mxrc run: the agent process (pid {self.pid}) {why}{_tail(self.log)}", file=err)
+        self.log.close()
+        return False
+
+    def wait_started(self, segment: Segment, err: TextIO) -> bool:
+        """Block until :meth:`poll_start` decides (Ctrl-C meanwhile kills the child)."""
+        try:
+            while (up := self.poll_start(segment, err)) is None:
+                time.sleep(0.01)
+        except BaseException:
+            self.kill()
+            raise
+        return up
+
+    @classmethod
+    def spawn(
+        cls, segment: Segment, cfg: Any, err: TextIO, extra_args: Sequence[str] = ()
+    ) -> _AgentProcess | None:
+        """Start the agent and wait for its first heartbeat; None (after a message) on failure."""
+        agent = cls.launch(segment, cfg, err, extra_args)
+        return agent if agent is not None and agent.wait_started(segment, err) else None
 
     def stop(self, err: TextIO) -> None:
         """SIGTERM, wait, SIGKILL if needed; report an agent that died during the run."""
@@ -295,6 +325,7 @@ class _AgentProcess:
                 file=err,
             )
         else:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(AGENT_STOP_TIMEOUT_S)
@@ -306,6 +337,13 @@ class _AgentProcess:
                     f"within {AGENT_STOP_TIMEOUT_S:g} s of SIGTERM and was killed",
                     file=err,
                 )
+        self.log.close()
+
+    def kill(self) -> None:
+        """SIGKILL (a hung agent cannot be asked to stop), reap it, close its log."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
         self.log.close()
 
 

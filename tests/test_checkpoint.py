@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import child_ready, small_segment, spawn_python
+from helpers import child_ready, small_segment, spawn_python, wait_for
 
 from mxrc.bus import DataStore, Event, EventBus, Priority
 from mxrc.config import load_config
@@ -64,15 +64,6 @@ SPECIAL_BITS = [
     "7fefffffffffffff",  # max
     "3fb999999999999a",  # 0.1
 ]
-
-
-def wait_for(cond: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return bool(cond())
 
 
 def full_store() -> DataStore:

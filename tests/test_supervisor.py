@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from helpers import mxrc_env
 
+from mxrc.ha._checkpoint import CheckpointStore
 from mxrc.ha._sdnotify import NOTIFY_ENV, SdNotifier, child_environment, parse_notify_address
 from mxrc.ha._supervisor import SupervisorStateFile
 
@@ -255,11 +256,26 @@ class Supervised:
         return code
 
 
-def write_config(path: Path, **policy: object) -> Path:
+TOLERANT_PERF: dict[str, Any] = {"thresholds": {"max_deadline_miss_rate": 0.2}}
+"""Tests about other things: a few misses of this VM (1 in 10 000 is the default limit)
+must not put the node in DEGRADED."""
+
+
+def write_config(
+    path: Path,
+    *,
+    perf: dict[str, Any] | None = None,
+    health_server: dict[str, Any] | None = None,
+    **policy: object,
+) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     rt = dict(FAST_POLICY)
     rt.update(policy)
-    (path / "failover_policy.json").write_text(json.dumps({"rt": rt}))
+    failover: dict[str, Any] = {"rt": rt}
+    if health_server is not None:
+        failover["health_server"] = health_server
+    (path / "failover_policy.json").write_text(json.dumps(failover))
+    (path / "perf_monitor.json").write_text(json.dumps({"rt": perf or TOLERANT_PERF}))
     return path
 
 
@@ -273,9 +289,10 @@ def supervised(
         *extra: str,
         pythonpath: str | None = None,
         env: dict[str, str] | None = None,
+        perf: dict[str, Any] | None = None,
         **policy: object,
     ) -> Supervised:
-        cfg = write_config(tmp_path / "cfg", **policy)
+        cfg = write_config(tmp_path / "cfg", perf=perf, **policy)
         sup = Supervised(instance, cfg, listener, *extra, pythonpath=pythonpath, extra_env=env)
         started.append(sup)
         return sup
@@ -483,6 +500,66 @@ def test_segment_in_use_is_refused(instance: str) -> None:
     assert f"cannot create the segment of instance {instance!r}" in r.stderr
 
 
+def _supervise_token(tmp_path: Path, instance: str, token: Path) -> Any:
+    from helpers import run_mxrc
+
+    cfg = write_config(tmp_path / "tokcfg", health_server={"bearer_token_file": token.name})
+    return run_mxrc("supervise", "--config", str(cfg), "--instance", instance, timeout=60)
+
+
+def test_a_bad_bearer_token_file_is_a_configuration_error_before_the_segment(
+    tmp_path: Path, instance: str
+) -> None:
+    token = tmp_path / "tokcfg" / "health.token"
+    token.parent.mkdir()
+    token.write_text("s3cret\n")
+    token.chmod(0o644)
+    r = _supervise_token(tmp_path, instance, token)
+    assert r.returncode == 2, r.stderr
+    assert f"bearer_token_file '{token}'" in r.stderr
+    assert "accessible by group or others (mode 0644)" in r.stderr
+    assert "mode 0600, holding one token" in r.stderr and "owned by" in r.stderr
+    assert "segment /dev/shm" not in r.stderr  # refused before the segment was created
+    assert not os.path.exists(f"/dev/shm/mxrc-{instance}")
+    assert not SupervisorStateFile(instance).path.exists()
+    token.chmod(0o600)
+    token.write_text("")
+    r = _supervise_token(tmp_path, instance, token)
+    assert r.returncode == 2 and "must hold one token" in r.stderr and str(token) in r.stderr
+    token.unlink()
+    r = _supervise_token(tmp_path, instance, token)
+    assert r.returncode == 2 and "cannot read the bearer token file" in r.stderr
+    if os.geteuid() == 0:  # a file another user owns could be changed by that user
+        token.write_text("s3cret")
+        token.chmod(0o600)
+        os.chown(token, 65534, 65534)
+        r = _supervise_token(tmp_path, instance, token)
+        assert r.returncode == 2 and "is owned by uid 65534, not by this user" in r.stderr
+    assert not os.path.exists(f"/dev/shm/mxrc-{instance}")
+
+
+def test_an_agent_exiting_with_a_configuration_error_makes_supervise_exit_2(
+    tmp_path: Path, instance: str, listener: NotifyListener
+) -> None:
+    token = tmp_path / "cfg" / "health.token"
+    cfg = write_config(tmp_path / "cfg", health_server={"bearer_token_file": token.name})
+    token.write_text("s3cret")
+    token.chmod(0o600)  # good when the supervisor checks it ...
+    sup = Supervised(instance, cfg, listener)
+    try:
+        sup.wait_line(r"instance '.*': segment ")
+        token.chmod(0o644)  # ... bad when the agent (still starting: > 0.3 s) reads it
+        sup.proc.wait(60)
+    finally:
+        code = sup.stop()
+    assert code == 2, sup.lines
+    text = "\n".join(sup.lines)
+    assert "exited with code 2" in text and f"chmod 600 {token}" in text
+    assert "configuration error: the agent refused the configuration" in text
+    assert "RT process started" not in text
+    assert not os.path.exists(f"/dev/shm/mxrc-{instance}")
+
+
 def test_state_file_provider_ignores_missing_corrupt_and_stale_files(tmp_path: Path) -> None:
     state = SupervisorStateFile("x", tmp_path)
     assert state.read() is None and state.restart_count() == 0 and state.ha_state() is None
@@ -544,21 +621,179 @@ def test_a_dead_agent_is_restarted(supervised: Callable[..., Supervised], instan
     assert state.ha_state() == "NORMAL"
 
 
-def test_a_stopped_agent_puts_the_node_in_safe_mode_and_back(
+def agent_beats(instance: str, pid: int) -> bool:
+    """The agent ``pid`` is the segment's agent and its heartbeat moves."""
+    from mxrc.bus import Segment
+
+    seg = Segment.attach(instance)
+    try:
+        first = seg.agent_heartbeat()
+        time.sleep(0.3)
+        second = seg.agent_heartbeat()
+    finally:
+        seg.close()
+    return first.pid == second.pid == pid and second.heartbeat_ns > first.heartbeat_ns
+
+
+def test_a_stopped_agent_puts_the_node_in_safe_mode_is_killed_and_restarted(
     supervised: Callable[..., Supervised], instance: str
 ) -> None:
     sup = supervised()
+    rt = sup.rt_pid()
     agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
     sup.wait_line(r"ready: RT process")
-    os.kill(agent, signal.SIGSTOP)  # its heartbeat goes stale: the cycle enters SAFE_MODE
+    os.kill(agent, signal.SIGSTOP)  # hung, not dead: its heartbeat goes stale
     try:
-        m = sup.wait_line(r"HA state NORMAL -> SAFE_MODE: cycle thread 'main'")
-        assert "agent's heartbeat is stale" in m.string
-        assert SupervisorStateFile(instance).ha_state() == "SAFE_MODE"
+        start = len(sup.lines)
+        m = sup.wait_line(r"HA state \w+ -> SAFE_MODE: cycle thread 'main'", start=start)
+        assert "agent's heartbeat is stale" in m.string  # the RT process's agent watchdog
+        m = sup.wait_line(rf"the agent \(pid {agent}\) is hung: its heartbeat did not move")
+        assert "(failure_threshold x health_check_interval_ms = 0.3 s); killing it" in m.string
+        wait_until(lambda: not pid_alive(agent))  # SIGKILLed although stopped
+        sup.wait_line(r"restarting the agent in 0.05 s \(restart 1/3 in this window\)")
+        new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+        assert new != agent
+        assert agent_beats(instance, new)
+        sup.wait_line(r"HA state SAFE_MODE -> NORMAL: the RT process left SAFE_MODE", start=start)
     finally:
-        os.kill(agent, signal.SIGCONT)
-    sup.wait_line(r"HA state SAFE_MODE -> NORMAL: the RT process left SAFE_MODE")
-    assert not any("restarting" in line for line in sup.lines)
+        if pid_alive(agent):
+            os.kill(agent, signal.SIGKILL)
+    state = SupervisorStateFile(instance)
+    wait_until(lambda: (state.read() or {}).get("agent_pid") == new)
+    assert state.ha_state() == "NORMAL" and state.restart_count() == 0
+    assert (state.read() or {})["rt_pid"] == rt  # the RT process was not touched
+    assert not any("restarting the RT process" in line for line in sup.lines)
+
+
+# An application whose body overruns its deadline while data store slot test.slow is
+# true, and which runs without the agent watchdog (the RT side never enters SAFE_MODE).
+SLOWAPP = """\
+import sys
+import time
+
+
+def run(segment, config):
+    from mxrc._run import _privilege_overrides
+    from mxrc.bus import DataStore
+    from mxrc.rt._executive import Executive
+
+    ds = DataStore.from_segment(segment)
+    ds.define("test.slow", "bool")
+    ds.write("test.slow", False)
+    read = ds.read
+    late_s = 1.5 * config.perf_monitor.rt.cycle_time_us / 1e6
+
+    def body(ctx):
+        if read("test.slow"):
+            time.sleep(late_s)  # ends after release + deadline: a deadline miss
+
+    overrides = _privilege_overrides(config, sys.stderr)
+    overrides["agent_timeout_ms"] = None
+    executive = Executive.from_config(config, body, segment=segment, **overrides)
+    executive.start()
+    try:
+        while not executive.wait(timeout=1.0):
+            pass
+    finally:
+        executive.stop()
+"""
+SLOW_PERF = {
+    "cycle_time_us": 5000,
+    "deadline_us": 5000,
+    "window_s": 1.5,
+    "thresholds": {"max_deadline_miss_rate": 0.05},
+}
+
+
+def set_slow(instance: str, slow: bool) -> None:
+    from mxrc.bus import DataStore, Segment
+
+    seg = Segment.attach(instance)
+    try:
+        DataStore.from_segment(seg).write("test.slow", slow)
+    finally:
+        seg.close()
+
+
+def test_a_windowed_deadline_miss_rate_makes_the_node_degraded_and_back(
+    supervised: Callable[..., Supervised], instance: str, tmp_path: Path
+) -> None:
+    (tmp_path / "slowapp.py").write_text(SLOWAPP)
+    port = _free_port()
+    sup = supervised(
+        "--",
+        "slowapp:run",
+        pythonpath=str(tmp_path),
+        perf=SLOW_PERF,
+        env={"MXRC_HTTP_PORT": str(port)},
+    )
+    rt = sup.rt_pid()
+    sup.wait_line(r"ready: RT process")
+    time.sleep(1.0)
+    assert not any("DEGRADED" in line for line in sup.lines)  # on time: NORMAL
+    start = len(sup.lines)
+    set_slow(instance, True)
+    m = sup.wait_line(
+        r"HA state NORMAL -> DEGRADED: cycle thread 'main' misses deadlines: rate ([\d.]+) "
+        r"over the last 1.5 s \(limit 0.05\)",
+        start=start,
+    )
+    assert float(m.group(1)) > 0.05
+    state = SupervisorStateFile(instance)
+    data = state.read()
+    assert data is not None and data["ha_state"] == "DEGRADED"
+    assert "misses deadlines" in data["ha_reason"]
+    # the agent's health server judges with the same rule
+    code, body = _get_json(f"http://127.0.0.1:{port}/health")
+    assert code == 200 and body["status"] == "DEGRADED", body
+    assert "misses deadlines" in body["error_message"] and "limit 0.05" in body["error_message"]
+    start = len(sup.lines)
+    set_slow(instance, False)  # once a window passes without misses: NORMAL again
+    m = sup.wait_line(
+        r"HA state DEGRADED -> NORMAL: recovered: cycle thread 'main' deadline-miss rate "
+        r"([\d.]+) over the last 1.5 s \(limit 0.05\)",
+        start=start,
+    )
+    assert float(m.group(1)) <= 0.05
+    assert state.ha_state() == "NORMAL"
+    assert (state.read() or {})["rt_pid"] == rt and state.restart_count() == 0
+
+
+def test_a_down_agent_makes_the_node_degraded_until_a_new_one_beats(
+    supervised: Callable[..., Supervised], instance: str, tmp_path: Path
+) -> None:
+    (tmp_path / "slowapp.py").write_text(SLOWAPP)
+    # a long restart delay keeps the agent down (and the node DEGRADED) for 1.5 s
+    sup = supervised("--", "slowapp:run", pythonpath=str(tmp_path), restart_delay_ms=1500)
+    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    sup.wait_line(r"ready: RT process")
+    start = len(sup.lines)
+    os.kill(agent, signal.SIGKILL)
+    m = sup.wait_line(r"HA state NORMAL -> DEGRADED: (.*)", start=start)
+    assert m.group(1) == (
+        f"the agent (pid {agent}) was killed by signal 9; restarting it: /health, /metrics "
+        "and log draining are not served until a new agent beats"
+    )
+    state = SupervisorStateFile(instance)
+    assert state.ha_state() == "DEGRADED"
+    new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+    sup.wait_line(rf"HA state DEGRADED -> NORMAL: recovered: the agent \(pid {new}\) beats")
+    assert state.ha_state() == "NORMAL"
+    # a hung agent too: SIGSTOP -> killed -> DEGRADED -> restarted -> NORMAL, no SAFE_MODE
+    time.sleep(1.0)  # past the new agent's start-up grace
+    start = len(sup.lines)
+    os.kill(new, signal.SIGSTOP)
+    try:
+        m = sup.wait_line(r"HA state NORMAL -> DEGRADED: (.*)", start=start)
+        assert m.group(1).startswith(f"the agent (pid {new}) is hung: its heartbeat did not move")
+        wait_until(lambda: not pid_alive(new))
+        third = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+        sup.wait_line(rf"HA state DEGRADED -> NORMAL: recovered: the agent \(pid {third}\) beats")
+    finally:
+        if pid_alive(new):
+            os.kill(new, signal.SIGKILL)
+    assert not any("-> SAFE_MODE" in line for line in sup.lines), sup.lines
+    assert state.restart_count() == 0  # RT restarts only
 
 
 def test_checkpoints_carry_the_state_across_a_new_segment(
@@ -573,10 +808,16 @@ def test_checkpoints_carry_the_state_across_a_new_segment(
     assert first.stop() == 0
     m = re.search(r"checkpoint written at shutdown \((ckpt-\S+\.json)\)", "\n".join(first.lines))
     assert m is not None and (ckdir / m.group(1)).is_file()
+    # The supervisor's shutdown checkpoint carries the RT process's parts; the RT
+    # process's own last one (SIGTERM came after) is the newest.
+    newest = CheckpointStore(ckdir).load_newest()
+    assert newest is not None and newest.name > m.group(1)
+    assert (newest.writer, newest.reason, newest.app_state) == ("rt", "stopped", {"runs": 1})
     assert not os.path.exists(f"/dev/shm/mxrc-{instance}")  # the live data store is gone
     second = supervised("--checkpoint-dir", str(ckdir))
-    second.wait_line(rf"data store resumed: 0 slots live, 1 from checkpoint {m.group(1)}")
-    resumed = int(second.wait_line(r"demo axis resumed at step (\d+)").group(1))
+    second.wait_line(rf"data store resumed: 0 slots live, 1 from checkpoint {newest.name}")
+    second.wait_line(rf"restored from {newest.name}: 0 tasks, 0 events, application state yes")
+    resumed = int(second.wait_line(r"demo axis resumed at step (\d+) \(run 2\)").group(1))
     assert resumed >= step_before_stop  # continues from the checkpoint, not from zero
     second.wait_line(r"ready: RT process")
     rt = second.rt_pid()

@@ -1,9 +1,11 @@
 """``mxrc agent``: run an instance's agent in this process until SIGINT/SIGTERM.
 
 Attaches to the instance's segment like ``mxrc status`` (same instance
-selection and exit codes: 1 no such instance or its owner went away, 2 usage
-or configuration error, 3 the segment cannot be read: not mxrc's, another
-layout version, permission), prints a one-line status, then beats the
+selection and exit codes: 1 no such instance or its owner went away, or the
+health server cannot listen (e.g. its port is taken), 2 usage or
+configuration error (e.g. a bad bearer token file: ``mxrc supervise`` then
+exits 2 as well), 3 the segment cannot be read: not mxrc's, another layout
+version, permission), prints a one-line status, then beats the
 heartbeat and drains the rings until stopped. ``mxrc run`` spawns it with
 ``--parent-pid`` so it dies with its parent.
 """
@@ -210,9 +212,9 @@ def _serve(
             if server is not None:
                 try:
                     server.start()
-                except OSError as exc:
+                except OSError as exc:  # e.g. the port is still taken: a retry may help
                     _fail(err, str(exc))
-                    return EXIT_USAGE
+                    return EXIT_NOT_RUNNING
                 print(
                     f"mxrc agent: health server on {server.url} (/health, /health/ready, "
                     f"/health/live, /health/details, /metrics)",

@@ -1057,6 +1057,12 @@ class EventBus:
         with self._lock:
             return len(self._queue) + len(self._critical)
 
+    def pending_events(self) -> list[Event]:
+        """A copy of the events waiting to be dispatched, critical first, each queue in
+        arrival order (what a checkpoint keeps; the queues are not changed)."""
+        with self._lock:
+            return [ev for ev, _origin in itertools.chain(self._critical, self._queue)]
+
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every queued event has been dispatched; False on timeout.
 

@@ -338,7 +338,7 @@ class FailoverRole(_Section):
     """How often the agent writes its heartbeat into the segment."""
     agent_heartbeat_timeout_ms: int = 500
     """Age of the agent's heartbeat after which the RT side enters SAFE_MODE."""
-    entrypoint: str = "mxrc.ha._supervisor:demo_entrypoint"
+    entrypoint: str = "mxrc.demo:supervised_entrypoint"
     """``module:function`` the supervisor's RT process runs (docs/supervisor.md)."""
 
 

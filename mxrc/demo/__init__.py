@@ -21,6 +21,7 @@ from mxrc.demo._axis import (
     setpoint,
     tracking_error,
 )
+from mxrc.demo._supervised import supervised_entrypoint
 
 __all__ = [
     "STATE_SIZE",
@@ -32,6 +33,7 @@ __all__ = [
     "native_axis_step",
     "new_state",
     "setpoint",
+    "supervised_entrypoint",
     "tracking_error",
 ]
 

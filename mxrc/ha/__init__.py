@@ -40,13 +40,13 @@ if TYPE_CHECKING:
         read_secret_file,
     )
     from mxrc.ha._policy import RestartDecision, RestartPolicy
+    from mxrc.ha._recovery import Recovery
     from mxrc.ha._sdnotify import SdNotifier
     from mxrc.ha._state import HaState, HaStateMachine, HaTransition, InvalidTransitionError
     from mxrc.ha._supervisor import (
         Supervisor,
         SupervisorStateFile,
         SupervisorStatus,
-        demo_entrypoint,
     )
 
 
@@ -69,6 +69,7 @@ __all__ = [
     "HealthStatus",
     "HealthThresholds",
     "InvalidTransitionError",
+    "Recovery",
     "RestartDecision",
     "RestartPolicy",
     "RestoreReport",
@@ -79,7 +80,6 @@ __all__ = [
     "SupervisorStateFile",
     "SupervisorStatus",
     "capture",
-    "demo_entrypoint",
     "health_server_from_config",
     "read_secret_file",
     "restore",
@@ -116,6 +116,7 @@ _LAZY: dict[str, str] = {
     "read_secret_file": "mxrc.ha._http",
     "RestartDecision": "mxrc.ha._policy",
     "RestartPolicy": "mxrc.ha._policy",
+    "Recovery": "mxrc.ha._recovery",
     "SdNotifier": "mxrc.ha._sdnotify",
     "HaState": "mxrc.ha._state",
     "HaStateMachine": "mxrc.ha._state",
@@ -124,7 +125,6 @@ _LAZY: dict[str, str] = {
     "Supervisor": "mxrc.ha._supervisor",
     "SupervisorStateFile": "mxrc.ha._supervisor",
     "SupervisorStatus": "mxrc.ha._supervisor",
-    "demo_entrypoint": "mxrc.ha._supervisor",
 }
 
 

@@ -258,7 +258,8 @@ class Checkpoint:
     reason: str
     """Why it was written: ``periodic``, ``INIT->READY``, ``RUNNING->SAFE_MODE``, ..."""
     executive: dict[str, Any] | None
-    """``{name, state, cycles, generation}`` (state: an RtState name) or None."""
+    """``{name, state, cycles, generation}`` (state: an RtState name), plus
+    ``safe_mode_reasons`` when captured from an executive, or None."""
     datastore: dict[str, SlotImage] | None
     """The data store snapshot by slot name, or None."""
     datastore_cycle: int | None
@@ -271,6 +272,11 @@ class Checkpoint:
     has_app_state: bool
     path: Path | None
     size_bytes: int
+    writer: str | None = None
+    """``"rt"``: written by the RT process (tasks, events and application state are its
+    own); ``"supervisor"``: those parts are carried from :attr:`carried_from`; None: unknown."""
+    carried_from: str | None = None
+    """The checkpoint (file name) tasks, events and application state were carried from."""
 
     @property
     def name(self) -> str:
@@ -323,6 +329,7 @@ def capture(
     save_hook: Callable[[], object] | None = None,
     datastore_mode: Literal["snapshot", "read", "auto"] = "snapshot",
     snapshot_timeout: float = 1.0,
+    writer: str | None = None,
 ) -> dict[str, Any]:
     """Collect the state a checkpoint holds; pass the result to :meth:`CheckpointStore.write`.
 
@@ -336,9 +343,11 @@ def capture(
     block ``stats_name`` of ``segment`` gives them (the agent/supervisor
     side). ``segment``: the generation and epoch. ``tasks``: their
     ``to_dict()``. ``eventbus``: its pending events. ``save_hook()``: the
-    application's state (encodable by :func:`encode_value`).
+    application's state (encodable by :func:`encode_value`). ``writer``: who
+    wrote it, ``"rt"`` (the RT process, which sees tasks, events and the
+    application's state) or ``"supervisor"``.
     """
-    content: dict[str, Any] = {"created_ns": time.time_ns()}
+    content: dict[str, Any] = {"created_ns": time.time_ns(), "writer": writer}
     ex: dict[str, Any] | None = None
     if executive is not None:
         ex = {
@@ -346,6 +355,7 @@ def capture(
             "state": _rt_state_name(executive.state),
             "cycles": int(executive.cycles),
             "generation": None,
+            "safe_mode_reasons": sorted(executive.safe_mode_reasons),
         }
         if datastore is None:
             datastore = executive.datastore
@@ -426,10 +436,9 @@ def _capture_datastore(
 
 
 def _capture_events(bus: EventBus) -> list[dict[str, Any]]:
-    # The bus has no public accessor for its queue: copy it under its lock.
-    with bus._lock:
-        items = list(bus._critical) + list(bus._queue)
-    return [{"record": base64.b64encode(ev.to_record()).decode("ascii")} for ev, _origin in items]
+    return [
+        {"record": base64.b64encode(ev.to_record()).decode("ascii")} for ev in bus.pending_events()
+    ]
 
 
 # ---------------------------------------------------------------- the store
@@ -567,6 +576,8 @@ class CheckpointStore:
                 "tasks": list(content.get("tasks", [])),
                 "events": list(content.get("events", [])),
                 "app": content.get("app"),
+                "writer": content.get("writer"),
+                "carried_from": content.get("carried_from"),
             }
             try:
                 canonical = _canonical(body)
@@ -736,6 +747,10 @@ def _parse(path: Path, data: bytes) -> Checkpoint:
         if app is not None and not has_app:
             raise ValueError("app must be an object or null")
         app_state = decode_value(app["state"], _where="app") if isinstance(app, dict) else None
+        writer = body.get("writer")
+        carried = body.get("carried_from")
+        if not all(v is None or isinstance(v, str) for v in (writer, carried)):
+            raise ValueError("writer and carried_from must be strings or null")
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"malformed body: {exc}") from None
     return Checkpoint(
@@ -752,6 +767,8 @@ def _parse(path: Path, data: bytes) -> Checkpoint:
         has_app_state=has_app,
         path=path,
         size_bytes=len(data),
+        writer=writer,
+        carried_from=carried,
     )
 
 
@@ -904,13 +921,17 @@ class CheckpointWriter:
     :func:`capture`); ``interval_s`` (config ``rt.checkpoint_interval_sec``;
     0 = not periodic). ``state_source()`` (e.g. ``lambda:
     segment.stats().state``) is polled every ``poll_s``: a transition
-    INIT→READY or RUNNING→SAFE_MODE writes a checkpoint at once.
+    INIT→READY, RUNNING→SAFE_MODE or SAFE_MODE→RUNNING writes a checkpoint at once.
     :meth:`request` asks for one from any thread. Runs in the agent or the
     supervisor, never on the cycle thread. A failed capture or write is
     logged and counted (:attr:`errors`); the writer goes on.
     """
 
-    TRIGGERS: frozenset[tuple[str, str]] = frozenset({("INIT", "READY"), ("RUNNING", "SAFE_MODE")})
+    TRIGGERS: frozenset[tuple[str, str]] = frozenset(
+        {("INIT", "READY"), ("RUNNING", "SAFE_MODE"), ("SAFE_MODE", "RUNNING")}
+    )
+    """Upstream's two, and leaving SAFE_MODE: else a crash soon after would restore
+    SAFE_MODE from the last checkpoint (:meth:`mxrc.ha.Recovery.checkpointing`)."""
 
     def __init__(
         self,
@@ -1047,11 +1068,14 @@ def writer_for_segment(
 
     Checkpoints go to ``directory`` (newest ``keep`` kept; config
     ``rt.checkpoint_keep``) every ``interval_s`` (``rt.checkpoint_interval_sec``)
-    and on INIT→READY / RUNNING→SAFE_MODE of the stats block ``stats_name``.
+    and on the :attr:`CheckpointWriter.TRIGGERS` of the stats block ``stats_name``.
     The data store is the segment's (none when it was created without one),
     snapshotted by the RT process's cycle thread, or read directly when no
     cycle thread answers within ``snapshot_timeout`` (the RT process is dead
-    or stopped). Not started: call ``start()``.
+    or stopped). Tasks, events and application state that this side does not
+    have (``tasks``, ``eventbus``, ``save_hook`` None) are carried from the
+    newest checkpoint the RT process wrote (:class:`mxrc.ha.Recovery`), so
+    the newest file always holds them. Not started: call ``start()``.
     """
     from mxrc.bus import DataStore
 
@@ -1066,8 +1090,11 @@ def writer_for_segment(
         except LookupError:
             return None
 
+    store = CheckpointStore(directory, keep=keep)
+    own_parts = tasks is not None or eventbus is not None or save_hook is not None
+
     def capture_fn() -> dict[str, Any]:
-        return capture(
+        content = capture(
             datastore=ds,
             segment=segment,
             stats_name=stats_name,
@@ -1076,12 +1103,36 @@ def writer_for_segment(
             save_hook=save_hook,
             datastore_mode="auto",
             snapshot_timeout=snapshot_timeout,
+            writer="supervisor",
         )
+        if not own_parts:
+            _carry_rt_parts(store, content)
+        return content
 
     return CheckpointWriter(
-        CheckpointStore(directory, keep=keep),
+        store,
         capture_fn,
         interval_s=interval_s,
         state_source=state,
         poll_s=poll_s,
     )
+
+
+def _carry_rt_parts(store: CheckpointStore, content: dict[str, Any]) -> None:
+    """Copy tasks, events and application state (and, both in SAFE_MODE, its reasons) from
+    the newest checkpoint an RT process wrote (``writer == "rt"``) into ``content``;
+    nothing when there is none."""
+    for cp in store.iter_valid():
+        if cp.writer != "rt":
+            continue
+        content["tasks"] = [encode_value(t, _where="task") for t in cp.tasks]
+        content["events"] = [{"record": base64.b64encode(r).decode("ascii")} for r in cp.events]
+        content["app"] = (
+            {"state": encode_value(cp.app_state, _where="app")} if cp.has_app_state else None
+        )
+        content["carried_from"] = cp.name
+        ex, rt_ex = content.get("executive"), cp.executive
+        if ex and rt_ex and ex.get("state") == "SAFE_MODE" == rt_ex.get("state"):
+            # the stats block has no reasons; the RT process's checkpoint has them
+            ex["safe_mode_reasons"] = rt_ex.get("safe_mode_reasons")
+        return

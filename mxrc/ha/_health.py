@@ -51,6 +51,7 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "HealthThresholds",
+    "MissRateTracker",
     "StaticHaProvider",
 ]
 
@@ -231,6 +232,52 @@ class _Window:
         return (last.misses - first.misses) / cycles
 
 
+class MissRateTracker:
+    """Windowed deadline-miss rate of cycle threads, judged against
+    :class:`HealthThresholds` — one rule for the health server's DEGRADED and the
+    supervisor's HA state DEGRADED (never a cumulative count).
+
+    Feed it every stats block read (:meth:`add`); a new ``start_ns`` (a new
+    cycle thread in the slot) starts a new window.
+    """
+
+    def __init__(self, thresholds: HealthThresholds) -> None:
+        self.thresholds = thresholds
+        self._windows: dict[object, _Window] = {}
+
+    def add(self, key: object, stats: CycleStats, now_s: float) -> None:
+        """One sample of ``stats`` (``now_s``: a monotonic clock, seconds)."""
+        window = self._windows.get(key)
+        if window is None or window.start_ns != stats.start_ns:
+            window = self._windows[key] = _Window(stats.start_ns)
+        window.add(
+            _Sample(now_s, stats.cycle_count, stats.deadline_miss_count), self.thresholds.window_s
+        )
+
+    def rate(self, key: object) -> float | None:
+        """Misses per cycle over the window; None before ``min_window_cycles`` cycles."""
+        window = self._windows.get(key)
+        return None if window is None else window.rate(self.thresholds.min_window_cycles)
+
+    def exceeded(self, key: object) -> float | None:
+        """The rate when it is above ``max_deadline_miss_rate``, else None."""
+        rate = self.rate(key)
+        return rate if rate is not None and rate > self.thresholds.max_deadline_miss_rate else None
+
+    def reason(self, name: str, rate: float) -> str:
+        """``cycle thread 'NAME' misses deadlines: rate R over the last W s (limit L)``."""
+        th = self.thresholds
+        return (
+            f"cycle thread {name!r} misses deadlines: rate {rate:.6f} over the last "
+            f"{th.window_s:g} s (limit {th.max_deadline_miss_rate:g})"
+        )
+
+    def retain(self, keys: set[object]) -> None:
+        """Forget the windows of every other key (threads that are gone)."""
+        for key in set(self._windows) - keys:
+            del self._windows[key]
+
+
 @dataclass(frozen=True)
 class ThreadHealth:
     """One cycle thread's verdict."""
@@ -344,7 +391,7 @@ class HealthMonitor:
         self._clock = clock
         self._mono_ns = monotonic_ns
         self._lock = threading.Lock()
-        self._windows: dict[tuple[int, str], _Window] = {}
+        self._miss = MissRateTracker(thresholds)
         self._procs: dict[int, _Proc] = {}
         self._self_proc: _Proc | None = None
         self.start_unix = time.time()
@@ -387,14 +434,7 @@ class HealthMonitor:
                 out.append((slot, stats))
                 if stats is None:
                     continue
-                key = (index, name)
-                window = self._windows.get(key)
-                if window is None or window.start_ns != stats.start_ns:
-                    window = self._windows[key] = _Window(stats.start_ns)
-                window.add(
-                    _Sample(now, stats.cycle_count, stats.deadline_miss_count),
-                    self.thresholds.window_s,
-                )
+                self._miss.add((index, name), stats, now)
             total = sum(s.cycle_count for _, s in out if s is not None)
             if self._last_cycles is None or total != self._last_cycles:
                 self._last_cycles = total
@@ -423,8 +463,7 @@ class HealthMonitor:
                 name, pid, HealthStatus.STOPPED, ("stats unreadable",), None, 0, None
             )
         age_ms = max(0.0, (now_ns - stats.heartbeat_ns) / 1e6) if stats.heartbeat_ns else 0.0
-        window = self._windows.get((index, name))
-        rate = window.rate(self.thresholds.min_window_cycles) if window is not None else None
+        rate = self._miss.rate((index, name))
         period_ms = stats.period_ns / 1e6
         th = self.thresholds
         status = HealthStatus.HEALTHY
@@ -459,10 +498,7 @@ class HealthMonitor:
                 )
             if rate is not None and rate > th.max_deadline_miss_rate:
                 status = HealthStatus.DEGRADED
-                reasons.append(
-                    f"cycle thread {name!r} misses deadlines: rate {rate:.6f} over the last "
-                    f"{th.window_s:g} s (limit {th.max_deadline_miss_rate:g})"
-                )
+                reasons.append(self._miss.reason(name, rate))
             if stats.state in (RtState.SAFE_MODE, RtState.PAUSED):
                 status = HealthStatus.DEGRADED
                 reasons.append(f"cycle thread {name!r} is in {stats.state.name}")

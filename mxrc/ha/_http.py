@@ -71,8 +71,9 @@ _REASONS = {
 def read_secret_file(path: str | os.PathLike[str], *, what: str = "bearer token") -> str:
     """The secret held in ``path`` (surrounding whitespace stripped).
 
-    Raises ConfigError naming the file when it cannot be read, is empty, or
-    is readable or writable by group or others (fix: ``chmod 600 FILE``).
+    Raises ConfigError naming the file when it cannot be read, is empty, is
+    readable or writable by group or others (fix: ``chmod 600 FILE``), or is
+    owned by someone other than this user or root (who could change it).
     """
     name = os.fspath(path)
     try:
@@ -86,6 +87,11 @@ def read_secret_file(path: str | os.PathLike[str], *, what: str = "bearer token"
             f"{name}: the {what} file is accessible by group or others (mode "
             f"{stat.S_IMODE(st.st_mode):04o}); it holds a secret: run `chmod 600 {name}`"
         )
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"{name}: the {what} file is owned by uid {st.st_uid}, not by this user "
+            f"(uid {os.geteuid()}) or root, who could change it: run `chown {os.geteuid()} {name}`"
+        )
     try:
         with open(name, encoding="utf-8") as fh:
             secret = fh.read().strip()
@@ -97,6 +103,17 @@ def read_secret_file(path: str | os.PathLike[str], *, what: str = "bearer token"
             f"{'nothing' if not secret else 'whitespace inside'}"
         )
     return secret
+
+
+def token_file_path(config: MxrcConfig) -> Path | None:
+    """``health_server.bearer_token_file`` (relative: to the config directory), or None."""
+    name = config.failover_policy.health_server.bearer_token_file
+    if name is None:
+        return None
+    path = Path(name)
+    if not path.is_absolute() and config.directory is not None:
+        path = Path(config.directory) / path
+    return path
 
 
 class HaCollector:
@@ -596,12 +613,8 @@ def health_server_from_config(
     with :func:`read_secret_file`, ConfigError when others may read it).
     """
     hs = config.failover_policy.health_server
-    token = None
-    if hs.bearer_token_file is not None:
-        path = Path(hs.bearer_token_file)
-        if not path.is_absolute() and config.directory is not None:
-            path = Path(config.directory) / path
-        token = read_secret_file(path)
+    path = token_file_path(config)
+    token = None if path is None else read_secret_file(path)
     monitor = HealthMonitor(segment, config=config, provider=provider)
     return HealthServer(
         monitor,

@@ -1,9 +1,12 @@
 """The RT process spawned by ``mxrc supervise``: attach the segment, run the entry point.
 
 ``python -m mxrc.ha._rtchild --instance NAME --entrypoint MODULE:FUNCTION
-[--config DIR] [--restart] [--parent-pid PID]``. Dies with the supervisor
-(parent-death signal SIGTERM). With ``--restart`` it bumps the segment
-generation first (a restarted writer). SIGTERM reaches the entry point as
+[--config DIR] [--restart] [--parent-pid PID] [--checkpoint-dir DIR]``. Dies
+with the supervisor (parent-death signal SIGTERM). With ``--restart`` it bumps
+the segment generation first (a restarted writer). Then the data store is
+resumed (live slots, then the newest checkpoint) and the entry point runs:
+``function(segment, config)``, or ``function(segment, config, recovery)``
+with a :class:`mxrc.ha.Recovery` for the rest of the state. SIGTERM reaches the entry point as
 KeyboardInterrupt (the entry point stops its executive in ``finally`` /
 ``with``). Exit codes: 0 stopped by SIGTERM or the entry point returned,
 1 the entry point failed, 2 bad entry point or configuration, 3 the segment
@@ -17,39 +20,12 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
 
 __all__ = ["main"]
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _resume(segment: Any, directory: str, prefix: str) -> None:
-    """Crash continuity: valid live data store slots stay, the rest come from the newest
-    checkpoint (``mxrc.ha.resume_datastore``); reported in one line."""
-    from mxrc.bus import DataStore
-    from mxrc.errors import MxrcError
-    from mxrc.ha._checkpoint import CheckpointStore, resume_datastore
-
-    try:
-        ds = DataStore.from_segment(segment)
-    except MxrcError:
-        return  # created without a data store
-    try:
-        newest = CheckpointStore(directory).load_newest()
-        report = resume_datastore(ds, newest)
-    except (MxrcError, OSError) as exc:
-        print(f"{prefix} cannot resume from the checkpoints in {directory}: {exc}", file=sys.stderr)
-        return
-    source = "no checkpoint" if newest is None else f"checkpoint {newest.name}"
-    print(
-        f"{prefix} data store resumed: {len(report.live)} slots live, "
-        f"{len(report.from_checkpoint)} from {source}, {len(report.unresolved)} unresolved",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,10 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 3
         if args.restart:
             segment.bump_generation()
-        if args.checkpoint_dir is not None:
-            _resume(segment, args.checkpoint_dir, prefix)
+        from mxrc.ha._recovery import Recovery, accepts_recovery
+
+        recovery = Recovery(segment, cfg, args.checkpoint_dir, restarted=args.restart)
+        recovery.load()
+        recovery.resume_datastore()
         try:
-            fn(segment, cfg)
+            if accepts_recovery(fn):
+                fn(segment, cfg, recovery)
+            else:
+                fn(segment, cfg)
         finally:
             segment.close()
     except KeyboardInterrupt:

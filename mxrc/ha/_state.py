@@ -4,7 +4,10 @@ RECOVERY_IN_PROGRESS, MANUAL_INTERVENTION, SHUTDOWN.
 The supervisor drives it: a failure of the RT process → RECOVERY_IN_PROGRESS
 (a restart is under way) → NORMAL once the new process beats; a refused
 restart (policy exhausted) → MANUAL_INTERVENTION, which is left only to NORMAL
-(an operator cleared the fault) or SHUTDOWN. SHUTDOWN is final. A transition
+(an operator cleared the fault) or SHUTDOWN. While the RT process runs:
+SAFE_MODE when one of its cycle threads is in SAFE_MODE, else DEGRADED while a
+cause lasts (deadline-miss rate above the limit, agent down), else NORMAL.
+SHUTDOWN is final. A transition
 that is not in :data:`TRANSITIONS` raises :class:`InvalidTransitionError`
 naming both states and the allowed targets.
 """
@@ -47,8 +50,10 @@ TRANSITIONS: dict[HaState, frozenset[HaState]] = {
     _S.DEGRADED: frozenset(
         {_S.NORMAL, _S.SAFE_MODE, _S.RECOVERY_IN_PROGRESS, _S.MANUAL_INTERVENTION, _S.SHUTDOWN}
     ),
+    # SAFE_MODE -> DEGRADED: the RT process leaves SAFE_MODE while a DEGRADED cause
+    # (miss rate, agent down) persists; going through NORMAL would report a false NORMAL.
     _S.SAFE_MODE: frozenset(
-        {_S.NORMAL, _S.RECOVERY_IN_PROGRESS, _S.MANUAL_INTERVENTION, _S.SHUTDOWN}
+        {_S.NORMAL, _S.DEGRADED, _S.RECOVERY_IN_PROGRESS, _S.MANUAL_INTERVENTION, _S.SHUTDOWN}
     ),
     _S.RECOVERY_IN_PROGRESS: frozenset(
         {_S.NORMAL, _S.DEGRADED, _S.SAFE_MODE, _S.MANUAL_INTERVENTION, _S.SHUTDOWN}

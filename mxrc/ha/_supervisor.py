@@ -9,16 +9,26 @@ not move for ``failure_threshold × health_check_interval_ms``, e.g. SIGSTOP) �
 SIGKILL, then a restart after ``restart_delay_ms`` — at most
 ``max_restart_count`` times within ``restart_window_sec``
 (:class:`~mxrc.ha._policy.RestartPolicy`); beyond that it stops restarting,
-logs CRITICAL and enters MANUAL_INTERVENTION. SIGTERM/SIGINT stop the RT
-process first, then the agent, then remove the segment. With systemd
-(``NOTIFY_SOCKET``): ``READY=1`` once the first RT process beats (its state
-restored), ``WATCHDOG=1`` at half ``WATCHDOG_USEC`` while within policy,
-``STATUS=`` lines, ``STOPPING=1``.
+logs CRITICAL and enters MANUAL_INTERVENTION. The agent is restarted the same
+way (its own policy) when it dies or hangs (its heartbeat in the segment did
+not move for the same time). HA state: SAFE_MODE while a cycle thread of the
+RT process is in SAFE_MODE; else DEGRADED while the windowed deadline-miss
+rate is above ``perf_monitor.json`` ``rt.thresholds.max_deadline_miss_rate``
+(the health server's rule, :class:`~mxrc.ha._health.MissRateTracker`) or the
+agent is down; else NORMAL. SIGTERM/SIGINT stop the RT process first, then the
+agent, then remove the segment. A bad bearer token file is refused (exit 2)
+before the segment is created, and so is an agent that exits with 2 (a
+configuration error) at start-up. With systemd (``NOTIFY_SOCKET``):
+``READY=1`` once the first RT process beats (its state restored),
+``WATCHDOG=1`` at half ``WATCHDOG_USEC`` while within policy, ``STATUS=``
+lines, ``STOPPING=1``.
 
-Entry point contract: ``function(segment, config) -> None`` runs the RT side
-until SIGTERM (delivered as KeyboardInterrupt): build an executive on the
-attached ``segment``, restore state, run. :func:`demo_entrypoint` runs the demo
-axis with its state in the data store, so a restarted process continues it.
+Entry point contract: ``function(segment, config)`` or ``function(segment,
+config, recovery)`` runs the RT side until SIGTERM (delivered as
+KeyboardInterrupt): build an executive on the attached ``segment``, restore
+state (:class:`mxrc.ha.Recovery`), run. The default,
+``mxrc.demo:supervised_entrypoint``, runs the demo axis with its state in the
+data store, so a restarted process continues it.
 """
 
 from __future__ import annotations
@@ -51,31 +61,34 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ENTRYPOINT",
-    "DEMO_SLOT",
     "STATE_DIR",
     "Supervisor",
     "SupervisorStateFile",
     "SupervisorStatus",
-    "demo_entrypoint",
     "resolve_entrypoint",
     "run_supervise",
 ]
 
 _log = logging.getLogger("mxrc.ha.supervisor")
 
-DEFAULT_ENTRYPOINT = "mxrc.ha._supervisor:demo_entrypoint"
-DEMO_SLOT = "demo.axis"
-"""Data store slot (f64array) holding the demo axis state."""
+DEFAULT_ENTRYPOINT = "mxrc.demo:supervised_entrypoint"
+"""The demo axis with its state in the data store (:mod:`mxrc.demo._supervised`)."""
 STARTUP_TIMEOUT_S = 30.0
 """How long a new RT process may take to claim a stats slot and beat for the first time."""
 STATE_DIR = "/dev/shm"
 """Where the supervisor publishes its state file ``mxrc.ha-<instance>.json``."""
 RT_STOP_TIMEOUT_S = 5.0
 AGENT_STOP_TIMEOUT_S = 5.0
+AGENT_STARTUP_GRACE_S = 1.0
+"""After a new agent's first beat, how long its heartbeat may stall before the hang timeout
+starts to count (it is still importing and starting its health server)."""
+EXIT_START_FAILED = 1
+EXIT_CONFIG = 2
 
 
-def resolve_entrypoint(spec: str) -> Callable[[Segment, MxrcConfig], None]:
-    """Import ``module:function``; ValueError naming the spec and what was wrong."""
+def resolve_entrypoint(spec: str) -> Callable[..., None]:
+    """Import ``module:function`` (called with ``(segment, config)`` or ``(segment, config,
+    recovery)``); ValueError naming the spec and what was wrong."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"entry point {spec!r} is not of the form module:function")
@@ -90,7 +103,7 @@ def resolve_entrypoint(spec: str) -> Callable[[Segment, MxrcConfig], None]:
             raise ValueError(f"entry point {spec!r}: {module_name!r} has no {attr!r}")
     if not callable(obj):
         raise ValueError(f"entry point {spec!r}: {attr!r} is not callable")
-    fn: Callable[[Segment, MxrcConfig], None] = obj
+    fn: Callable[..., None] = obj
     return fn
 
 
@@ -113,59 +126,6 @@ def check_entrypoint(spec: str) -> None:
         )
 
 
-# ------------------------------------------------------------------ demo entry point
-
-
-def demo_entrypoint(segment: Segment, config: MxrcConfig) -> None:
-    """The demo axis + PID (Python body) with its state in data store slot
-    :data:`DEMO_SLOT`: a restarted process continues from the last written state."""
-    import numpy as np
-
-    from mxrc._run import _privilege_overrides
-    from mxrc.bus import DataStore
-    from mxrc.demo import STATE_SIZE, AxisDemo, axis_step
-    from mxrc.rt._executive import Executive
-
-    period_us = config.perf_monitor.rt.cycle_time_us
-    demo = AxisDemo(period_us)
-    state = demo.state
-    ds = DataStore.from_segment(segment)
-    ds.define(DEMO_SLOT, "f64array", STATE_SIZE)
-    value, version = ds.read_versioned(DEMO_SLOT)
-    resumed = (
-        version > 0
-        and version % 2 == 0
-        and isinstance(value, np.ndarray)
-        and value.shape == (STATE_SIZE,)
-        and bool(np.all(np.isfinite(value)))
-        and value[0] > 0
-    )
-    if resumed:
-        state[:] = value
-    step = int(state[12])
-    print(
-        f"mxrc rt: demo axis {'resumed at step ' + str(step) if resumed else 'starts fresh'}",
-        file=sys.stderr,
-        flush=True,
-    )
-    write = ds.write
-
-    def demo_axis_body(ctx: object) -> None:
-        axis_step(state)
-        write(DEMO_SLOT, state)
-
-    overrides: dict[str, Any] = _privilege_overrides(config, sys.stderr)
-    if segment.agent_heartbeat().pid == 0:
-        overrides["agent_timeout_ms"] = None  # no agent serves this instance
-    executive = Executive.from_config(config, demo_axis_body, segment=segment, **overrides)
-    executive.start()
-    try:
-        while not executive.wait(timeout=1.0):
-            pass
-    finally:
-        executive.stop()
-
-
 # ------------------------------------------------------------------ supervisor
 
 
@@ -183,6 +143,9 @@ class SupervisorStatus:
     last_failure: str | None
     supervisor_pid: int = 0
     checkpoint_dir: str | None = None
+    ha_reason: str | None = None
+    """Why the node is in ``ha_state`` (the last transition's reason, or the current
+    DEGRADED causes)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``ha_state`` as its name)."""
@@ -299,6 +262,11 @@ class Supervisor:
         self.agent_policy = RestartPolicy.from_config(role)
         """The agent's restarts (counted apart from the RT process's)."""
         self.hang_timeout_s = role.failure_threshold * role.health_check_interval_ms / 1000.0
+        """A heartbeat (RT process or agent) that did not move for this long: hung."""
+        from mxrc.ha._health import HealthThresholds, MissRateTracker
+
+        self.miss_rate = MissRateTracker(HealthThresholds.from_config(config))
+        """The health server's windowed miss-rate rule, fed from the RT process's stats."""
         self.poll_s = min(0.05, role.health_check_interval_ms / 4000.0)
         self.state_path = state_file_path(self.instance, state_dir)
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -314,6 +282,19 @@ class Supervisor:
         self._rt_up = False
         self._restart_at: float | None = None
         self._agent_restart_at: float | None = None
+        self._agent_up_at = 0.0
+        self._agent_beat: int | None = None
+        self._agent_beat_seen = 0.0
+        self._agent_down: str | None = None
+        """Why the agent is down (dead, hung, restarting), None while it beats."""
+        self._rt_safe: list[str] = []
+        self._rt_rates: dict[str, float | None] = {}
+        """Windowed miss rate of each cycle thread of the RT process (None: no verdict)."""
+        self._misses: dict[str, float] = {}
+        """Cycle threads of the RT process whose windowed miss rate is above the limit."""
+        self._causes: dict[str, str] = {}
+        """The DEGRADED causes last acted on: key → reason."""
+        self._ha_reason: str | None = None
         self._ready_sent = False
         self._last_failure: str | None = None
         self._next_watchdog = 0.0
@@ -334,6 +315,7 @@ class Supervisor:
             last_failure=self._last_failure,
             supervisor_pid=os.getpid(),
             checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+            ha_reason=self._ha_reason,
         )
 
     def restart_count(self) -> int:
@@ -374,6 +356,7 @@ class Supervisor:
             _log.log(level, message)
 
     def _on_transition(self, t: Any) -> None:
+        self._ha_reason = t.reason
         self._publish()  # first: whoever sees the line or the STATUS finds the file current
         self._say(f"HA state {t.from_state.value} -> {t.to_state.value}: {t.reason}")
         self.notifier.status(f"{t.to_state.value}: {t.reason}")
@@ -405,41 +388,100 @@ class Supervisor:
         self._rt_beat = None
         self._rt_beat_seen = self._rt_started
         self._rt_up = False
+        self._rt_safe, self._rt_rates, self._misses, self._causes = [], {}, {}, {}
         self._publish()
         self._say(f"RT process started (pid {self._rt.pid}, entry point {self.entrypoint})")
 
-    def _rt_heartbeat(self) -> tuple[int | None, list[str]]:
-        """The newest heartbeat of the stats slots the RT process claimed (None: none yet)
-        and the names of those of its cycle threads that are in SAFE_MODE."""
+    def _rt_heartbeat(self, now: float) -> int | None:
+        """The newest heartbeat of the stats slots the RT process claimed (None: none yet).
+
+        Also notes which of its cycle threads are in SAFE_MODE and feeds their deadline
+        counters to the windowed miss rate (threads above the limit: ``_misses``)."""
         from mxrc.rt._state import RtState
 
         assert self._segment is not None and self._rt is not None
         pid = self._rt.pid
         beats = []
         safe = []
+        rates: dict[str, float | None] = {}
+        misses = {}
+        keys: set[object] = set()
         for slot in self._segment.slots():
             if slot["state"] == "claimed" and slot["claimer_pid"] == pid:
+                name = str(slot["name"])
                 try:
-                    stats = self._segment.stats(slot["name"])
+                    stats = self._segment.stats(name)
                 except (LookupError, OSError):
                     continue
                 if stats.heartbeat_ns > 0:
                     beats.append(stats.heartbeat_ns)
                 if stats.state == RtState.SAFE_MODE:
-                    safe.append(slot["name"])
-        return (max(beats) if beats else None), safe
+                    safe.append(name)
+                key = (int(slot["index"]), name)
+                keys.add(key)
+                self.miss_rate.add(key, stats, now)
+                rates[name] = self.miss_rate.rate(key)
+                rate = self.miss_rate.exceeded(key)
+                if rate is not None:
+                    misses[name] = rate
+        self.miss_rate.retain(keys)
+        self._rt_safe, self._rt_rates, self._misses = safe, rates, misses
+        return max(beats) if beats else None
 
-    def _follow_rt_state(self, safe: list[str]) -> None:
-        """HA SAFE_MODE while a cycle thread of the RT process is in SAFE_MODE."""
+    # --- HA state: SAFE_MODE > DEGRADED > NORMAL (RECOVERY and MANUAL win over all three)
+
+    def _degraded_causes(self) -> dict[str, str]:
+        """What makes the node DEGRADED now: key → reason with the numbers."""
+        causes = {
+            f"miss:{name}": self.miss_rate.reason(name, r) for name, r in self._misses.items()
+        }
+        if self._agent_down is not None:
+            causes["agent"] = (
+                f"{self._agent_down}: /health, /metrics and log draining are not served "
+                "until a new agent beats"
+            )
+        return causes
+
+    def _cleared(self, key: str) -> str:
+        """Why a DEGRADED cause is gone."""
+        if key == "agent":
+            pid = None if self._agent is None else self._agent.pid
+            return f"the agent (pid {pid}) beats"
+        name = key.partition(":")[2]
+        th = self.miss_rate.thresholds
+        rate = self._rt_rates.get(name)
+        shown = "no verdict yet" if rate is None else f"{rate:.6f}"
+        return (
+            f"cycle thread {name!r} deadline-miss rate {shown} over the last {th.window_s:g} s "
+            f"(limit {th.max_deadline_miss_rate:g})"
+        )
+
+    def _settle(self) -> None:
+        """Move between NORMAL, DEGRADED and SAFE_MODE as the RT process and agent say."""
         state = self.ha.state
-        if safe and state in (HaState.NORMAL, HaState.DEGRADED):
+        if not self._rt_up or state not in (HaState.NORMAL, HaState.DEGRADED, HaState.SAFE_MODE):
+            return
+        causes = self._degraded_causes()
+        previous, self._causes = self._causes, causes
+        if self._rt_safe:
             self.ha.transition(
                 HaState.SAFE_MODE,
-                f"cycle thread {', '.join(repr(n) for n in safe)} of the RT process is in "
-                "SAFE_MODE (e.g. the agent's heartbeat is stale)",
+                f"cycle thread {', '.join(repr(n) for n in self._rt_safe)} of the RT process is "
+                "in SAFE_MODE (e.g. the agent's heartbeat is stale)",
             )
-        elif not safe and state is HaState.SAFE_MODE:
+        elif causes:
+            if state is not HaState.DEGRADED:
+                self.ha.transition(HaState.DEGRADED, "; ".join(causes.values()))
+            elif causes.keys() != previous.keys():  # another cause: say so, keep the state
+                self._ha_reason = "; ".join(causes.values())
+                self._publish()
+                self._say(f"HA state stays DEGRADED: {self._ha_reason}")
+                self.notifier.status(f"DEGRADED: {self._ha_reason}")
+        elif state is HaState.SAFE_MODE:
             self.ha.transition(HaState.NORMAL, "the RT process left SAFE_MODE")
+        elif state is HaState.DEGRADED:
+            cleared = [self._cleared(k) for k in previous] or ["no cause left"]
+            self.ha.transition(HaState.NORMAL, "recovered: " + "; ".join(cleared))
 
     def _check_rt(self, now: float) -> str | None:
         """A failure description of the running RT process, or None when it is fine."""
@@ -448,14 +490,14 @@ class Supervisor:
         if code is not None:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             return f"RT process (pid {self._rt.pid}) {how}"
-        beat, safe = self._rt_heartbeat()
+        beat = self._rt_heartbeat(now)
         if beat is not None and beat != self._rt_beat:
             self._rt_beat = beat
             self._rt_beat_seen = now
             if not self._rt_up:
                 self._rt_up = True
                 self._on_rt_up()
-            self._follow_rt_state(safe)
+            self._settle()
             return None
         if self._rt_beat is None:
             if now - self._rt_started > self.startup_timeout_s:
@@ -518,16 +560,21 @@ class Supervisor:
     def run(self) -> int:
         """Create the segment, start the children, supervise until :meth:`request_stop`.
 
-        Returns the exit code (0 after an orderly stop, 1 when the start failed).
+        Returns the exit code (0 after an orderly stop, 1 when the start failed, 2 on a
+        configuration error: a bad bearer token file, an agent that exited with 2).
         """
         from mxrc.bus import Segment
         from mxrc.errors import SegmentError
 
+        problem = self._token_file_problem()
+        if problem is not None:  # before the segment: nothing to clean up, no retry helps
+            self._say(f"configuration error: {problem}", logging.ERROR)
+            return EXIT_CONFIG
         try:
             self._segment = Segment.create_from_config(self.instance, self.config)
         except (SegmentError, ValueError) as exc:  # in use by a live owner; bad name
             self._say(f"cannot create the segment of instance {self.instance!r}: {exc}")
-            return 1
+            return EXIT_START_FAILED
         self._say(
             f"instance {self.instance!r}: segment {self._segment.path} "
             f"(generation {self._segment.generation})"
@@ -535,8 +582,10 @@ class Supervisor:
         self._publish()
         try:
             self._start_checkpoints()
-            if self.agent_enabled and not self._stop.is_set() and not self._spawn_agent():
-                return 1
+            if self.agent_enabled and not self._stop.is_set():
+                code = self._start_agent()
+                if code is not None:
+                    return code
             if not self._stop.is_set():
                 self._spawn_rt(restart=False)
             while not self._stop.wait(self.poll_s):
@@ -580,40 +629,136 @@ class Supervisor:
             self._say(f"checkpoint written at shutdown ({ckpt.name})")
         self._writer = None
 
-    def _spawn_agent(self) -> bool:
-        """Start the agent and wait for its first beat (False after a message on failure)."""
+    def _token_file_problem(self) -> str | None:
+        """What is wrong with ``health_server.bearer_token_file`` (None: fine or unused).
+
+        The agent would refuse it and exit 2 after the segment exists: checked up front
+        with the agent's own reader."""
+        from mxrc.errors import ConfigError
+        from mxrc.ha._http import read_secret_file, token_file_path
+
+        serves = self.http or bool(os.environ.get("MXRC_HTTP_PORT"))  # the agent's own rule
+        path = token_file_path(self.config)
+        if not (self.agent_enabled and serves) or path is None:
+            return None
+        uid = os.geteuid()
+        user = _user_name(uid)
+        try:
+            read_secret_file(path)
+        except ConfigError as exc:
+            return (
+                f"failover_policy.json health_server.bearer_token_file {str(path)!r}: {exc}; "
+                f"expected a regular file owned by {user} (uid {uid}, the user the instance "
+                f"runs as) or root, mode 0600, holding one token, e.g. `install -o {user} "
+                f"-m 0600 /dev/null {path}`, then write the token into it"
+            )
+        return None
+
+    def _start_agent(self) -> int | None:
+        """The first agent, waited for (the RT process's entry point asks whether an agent
+        serves the instance). None when it beats, else the exit code of ``run``: 2 when
+        the agent exited with 2 (a configuration error: no retry helps), else 1."""
         from mxrc._run import _AgentProcess
 
         assert self._segment is not None
-        extra = ("--http",) if self.http else ()
-        self._agent = _AgentProcess.spawn(self._segment, self.config, self.err, extra)
-        if self._agent is None:
-            return False
+        agent = _AgentProcess.launch(self._segment, self.config, self.err, self._agent_args())
+        if agent is not None and agent.wait_started(self._segment, self.err):
+            self._agent = agent
+            self._on_agent_up(time.monotonic())
+            return None
+        if agent is not None and agent.exit_code == EXIT_CONFIG:
+            self._say(
+                "configuration error: the agent refused the configuration (exit 2, its message "
+                "above); not retrying",
+                logging.ERROR,
+            )
+            return EXIT_CONFIG
+        self._say("the agent did not start (its message above)", logging.ERROR)
+        return EXIT_START_FAILED
+
+    def _agent_args(self) -> tuple[str, ...]:
+        return ("--http",) if self.http else ()
+
+    def _on_agent_up(self, now: float) -> None:
+        assert self._agent is not None
+        self._agent_up_at = now
+        self._agent_beat = None
+        self._agent_beat_seen = now
+        self._agent_down = None
         self._publish()
         self._say(f"agent started (pid {self._agent.pid})")
-        return True
+        self._settle()
+
+    def _agent_hung(self, now: float) -> str | None:
+        """A description when the running agent's heartbeat did not move for the hang
+        timeout (counted from ``AGENT_STARTUP_GRACE_S`` after its start at the earliest)."""
+        assert self._segment is not None and self._agent is not None
+        hb = self._segment.agent_heartbeat()
+        if hb.pid == self._agent.pid and hb.heartbeat_ns != self._agent_beat:
+            self._agent_beat = hb.heartbeat_ns
+            self._agent_beat_seen = now
+            return None
+        since = max(self._agent_beat_seen, self._agent_up_at + AGENT_STARTUP_GRACE_S)
+        if now - since <= self.hang_timeout_s:
+            return None
+        return (
+            f"the agent (pid {self._agent.pid}) is hung: its heartbeat did not move for "
+            f"{now - self._agent_beat_seen:.2f} s (failure_threshold x "
+            f"health_check_interval_ms = {self.hang_timeout_s:g} s)"
+        )
 
     def _check_agent(self, now: float) -> None:
-        """Restart a dead agent (its own restart policy, same limits as the RT process)."""
-        if self._agent is not None:
-            code = self._agent.proc.poll()
-            if code is None:
-                return
-            self._agent.stop(self.err)  # reports the exit and the end of its stderr
-            self._agent = None
-            self._check_agent_failed(now)
-        elif self._agent_restart_at is not None and now >= self._agent_restart_at:
-            self._agent_restart_at = None
-            if not self._spawn_agent():
-                self._check_agent_failed(now)
+        """Follow a starting agent; restart a dead or hung one (its own restart policy,
+        same limits as the RT process)."""
+        from mxrc._run import _AgentProcess
 
-    def _check_agent_failed(self, now: float) -> None:
-        """The agent died or did not start: restart it later, or give up loudly."""
+        assert self._segment is not None
+        agent = self._agent
+        if agent is None:
+            if self._agent_restart_at is not None and now >= self._agent_restart_at:
+                self._agent_restart_at = None
+                self._agent = _AgentProcess.launch(
+                    self._segment, self.config, self.err, self._agent_args()
+                )
+                if self._agent is None:
+                    self._agent_failed(now, "the agent could not be started")
+                else:
+                    self._publish()
+                    self._say(f"agent launched (pid {self._agent.pid}), waiting for its first beat")
+            return
+        if not agent.started:
+            up = agent.poll_start(self._segment, self.err)  # reports a failure itself
+            if up:
+                self._on_agent_up(now)
+            elif up is False:
+                self._agent = None
+                self._agent_failed(now, f"the agent (pid {agent.pid}) did not start")
+            return
+        code = agent.proc.poll()
+        if code is not None:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            agent.stop(self.err)  # reports the exit and the end of its stderr
+            self._agent = None
+            self._agent_failed(now, f"the agent (pid {agent.pid}) {how}")
+            return
+        hung = self._agent_hung(now)
+        if hung is not None:
+            self._say(f"{hung}; killing it (SIGKILL)", logging.ERROR)
+            agent.kill()
+            self._agent = None
+            self._agent_failed(now, hung)
+
+    def _agent_failed(self, now: float, what: str) -> None:
+        """The agent died, hung or did not start: restart it later, or give up loudly."""
         decision = self.agent_policy.on_failure()
         if decision.restart:
             self._agent_restart_at = now + decision.delay_s
+            self._agent_down = f"{what}; restarting it"
+            self._publish()
             self._say(f"restarting the agent in {decision.delay_s:g} s ({decision.reason})")
+            self._settle()
         else:
+            self._agent_down = what
             self._say(f"giving up on the agent: {decision.reason}", logging.CRITICAL)
             if self.ha.can_transition(HaState.MANUAL_INTERVENTION):
                 self.ha.transition(HaState.MANUAL_INTERVENTION, "agent restart limit reached")
@@ -664,6 +809,16 @@ class Supervisor:
         with contextlib.suppress(OSError):
             self.state_path.unlink()
         self.notifier.close()
+
+
+def _user_name(uid: int) -> str:
+    """The login name of ``uid`` (``uid N`` when it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def run_supervise(

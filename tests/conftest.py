@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from supervised_helpers import listener, supervised  # noqa: F401 (fixtures for all modules)
 
 DATA_DIR = Path(__file__).parent / "data"
 PROJECT_ROOT = Path(__file__).parent.parent

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import small_segment, wait_for
-from test_supervisor import Supervised, listener, supervised  # noqa: F401 (fixtures)
+from supervised_helpers import Supervised
 
 from mxrc.bus import DataStore, EventBus, Priority
 from mxrc.config import load_config
@@ -268,7 +268,7 @@ def main(segment, config, recovery):
 
 @pytest.mark.privileged
 def test_a_killed_rt_process_comes_back_with_its_tasks_events_and_application_state(
-    supervised: Callable[..., Supervised],  # noqa: F811 (the fixture)
+    supervised: Callable[..., Supervised],
     tmp_path: Path,
     instance: str,
 ) -> None:

@@ -456,6 +456,11 @@ def test_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
         read_secret_file(token)
     with pytest.raises(ConfigError, match="cannot read"):
         read_secret_file(tmp_path / "missing")
+    if os.geteuid() == 0:  # another user could change the token: refused, even mode 0600
+        token.write_text("abc123")
+        os.chown(token, 65534, 65534)
+        with pytest.raises(ConfigError, match="owned by uid 65534, not by this user"):
+            read_secret_file(token)
 
 
 def test_server_from_config_reads_a_relative_token_file(segment: Any, tmp_path: Path) -> None:

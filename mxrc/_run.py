@@ -320,8 +320,8 @@ class _AgentProcess:
         if code is not None:
             print(
                 f"mxrc run: warning: the agent process (pid {self.pid}) exited during the run "
-                f"with code {code}; the cycle thread went to SAFE_MODE once its heartbeat was "
-                f"stale{_tail(self.log)}",
+                f"with code {code} (a cycle thread with the agent watchdog on goes to "
+                f"SAFE_MODE once the agent's heartbeat is stale){_tail(self.log)}",
                 file=err,
             )
         else:

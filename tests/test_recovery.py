@@ -19,7 +19,7 @@ from supervised_helpers import Supervised
 
 from mxrc.bus import DataStore, EventBus, Priority
 from mxrc.config import load_config
-from mxrc.ha import CheckpointStore, Recovery, writer_for_segment
+from mxrc.ha import CheckpointError, CheckpointStore, Recovery, writer_for_segment
 from mxrc.ha._recovery import accepts_recovery
 from mxrc.rt import Executive, RtState
 from mxrc.tasks import Action, Sequence, Task
@@ -170,6 +170,20 @@ def test_which_safe_modes_a_restart_keeps(
         rec = Recovery(seg, cfg, tmp_path / "ckpt", restarted=True)
         rec.load()
         assert rec.safe_mode_at_checkpoint is sticky
+
+
+def test_a_failing_restore_hook_names_the_checkpoint(tmp_path: Path, instance: str) -> None:
+    cfg = _config(tmp_path)
+    written = CheckpointStore(tmp_path / "ckpt").write({"app": {"state": 1}})
+    with small_segment(instance) as seg:
+        rec = Recovery(seg, cfg, tmp_path / "ckpt")
+        rec.load()
+
+        def hook(state: object) -> None:
+            raise KeyError("runs")
+
+        with pytest.raises(CheckpointError, match=f"restoring {written.path} failed: KeyError"):
+            rec.restore(restore_hook=hook)
 
 
 def test_without_state_recovery_nothing_is_written_or_restored(

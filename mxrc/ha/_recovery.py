@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from mxrc.errors import MxrcError
 from mxrc.ha._checkpoint import (
     Checkpoint,
+    CheckpointError,
     CheckpointStore,
     CheckpointWriter,
     RestoreReport,
@@ -169,14 +170,20 @@ class Recovery:
     ) -> RestoreReport:
         """Put back what the data store does not hold: tasks (in the report, rebuilt), the
         EventBus queue (re-published into ``eventbus``) and the application's state
-        (``restore_hook(state)``). Call it once, before the executive starts."""
+        (``restore_hook(state)``). Call it once, before the executive starts.
+        CheckpointError naming the file when that fails (e.g. the hook raised)."""
         if self._restored:
             raise RuntimeError("Recovery.restore() was already called in this process")
         self._restored = True
         if self.checkpoint is None:
             return RestoreReport((), (), 0, (), False, False)
         # No data store here: resume_datastore() already kept the newer live slots.
-        report = restore(self.checkpoint, eventbus=eventbus, restore_hook=restore_hook)
+        try:
+            report = restore(self.checkpoint, eventbus=eventbus, restore_hook=restore_hook)
+        except Exception as exc:  # name the file: the operator may have to move it aside
+            raise CheckpointError(
+                f"restoring {self.checkpoint.path or self.checkpoint.name} failed: {exc!r}"
+            ) from exc
         self._say(
             f"restored from {self.checkpoint.name}: {len(report.tasks)} tasks, "
             f"{report.events} events, application state "

@@ -922,8 +922,8 @@ class CheckpointWriter:
     0 = not periodic). ``state_source()`` (e.g. ``lambda:
     segment.stats().state``) is polled every ``poll_s``: a transition
     INIT→READY, RUNNING→SAFE_MODE or SAFE_MODE→RUNNING writes a checkpoint at once.
-    :meth:`request` asks for one from any thread. Runs in the agent or the
-    supervisor, never on the cycle thread. A failed capture or write is
+    :meth:`request` asks for one from any thread. Runs in the supervisor, the
+    agent or a normal thread of the RT process, never on the cycle thread. A failed capture or write is
     logged and counted (:attr:`errors`); the writer goes on.
     """
 

@@ -923,8 +923,9 @@ class CheckpointWriter:
     segment.stats().state``) is polled every ``poll_s``: a transition
     INIT→READY, RUNNING→SAFE_MODE or SAFE_MODE→RUNNING writes a checkpoint at once.
     :meth:`request` asks for one from any thread. Runs in the supervisor, the
-    agent or a normal thread of the RT process, never on the cycle thread. A failed capture or write is
-    logged and counted (:attr:`errors`); the writer goes on.
+    agent or a normal thread of the RT process, never on the cycle thread. A
+    failed capture or write is logged and counted (:attr:`errors`); the writer
+    goes on.
     """
 
     TRIGGERS: frozenset[tuple[str, str]] = frozenset(

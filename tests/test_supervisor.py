@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 from supervised_helpers import NotifyListener, Supervised, write_config
 
 from mxrc.ha._checkpoint import CheckpointStore
 from mxrc.ha._sdnotify import NOTIFY_ENV, SdNotifier, child_environment, parse_notify_address
 from mxrc.ha._supervisor import SupervisorStateFile
+from mxrc.rt._placement import pid_alive
 
 # ------------------------------------------------------------------ sd_notify
 
@@ -96,14 +98,6 @@ def test_notify_without_socket_and_bad_values() -> None:
 # ------------------------------------------------------------------ supervisor processes
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def demo_step(instance: str) -> int:
     from mxrc.bus import DataStore, Segment
 
@@ -125,13 +119,6 @@ def generation(instance: str) -> int:
         seg.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def test_ready_watchdog_and_clean_child_environment(
     supervised: Callable[..., Supervised], listener: NotifyListener, instance: str
 ) -> None:
@@ -143,7 +130,7 @@ def test_ready_watchdog_and_clean_child_environment(
     # WATCHDOG=1 at half of WATCHDOG_USEC (0.4 s) while within policy
     listener.wait_for(lambda m: m == "WATCHDOG=1")
     n0 = sum(m == "WATCHDOG=1" for _, m in listener.drain())
-    wait_until(lambda: sum(m == "WATCHDOG=1" for _, m in listener.drain()) >= n0 + 2)
+    assert wait_for(lambda: sum(m == "WATCHDOG=1" for _, m in listener.drain()) >= n0 + 2, 30, 0.02)
     for pid in (rt, agent):
         with open(f"/proc/{pid}/environ", "rb") as fh:
             names = {e.split(b"=", 1)[0] for e in fh.read().split(b"\0") if e}
@@ -157,7 +144,7 @@ def test_sigkill_of_rt_restarts_it_with_a_new_generation_and_state_continues(
     sup = supervised()
     rt = sup.rt_pid()
     listener.wait_for(lambda m: m.startswith("READY=1"))
-    wait_until(lambda: demo_step(instance) > 200)
+    assert wait_for(lambda: demo_step(instance) > 200, 30, 0.02)
     step_before_kill = demo_step(instance)
     os.kill(rt, signal.SIGKILL)
     sup.wait_line(rf"RT process \(pid {rt}\) was killed by signal 9")
@@ -175,7 +162,7 @@ def test_sigkill_of_rt_restarts_it_with_a_new_generation_and_state_continues(
     assert state.restart_count() == 1 and state.ha_state() == "NORMAL"
     data = state.read()
     assert data is not None and data["rt_pid"] == new and data["generation"] == 2
-    wait_until(lambda: demo_step(instance) > resumed + 100)
+    assert wait_for(lambda: demo_step(instance) > resumed + 100, 30, 0.02)
     listener.wait_for(lambda m: m.startswith("STATUS=NORMAL"))
 
 
@@ -191,7 +178,7 @@ def test_sigstop_hang_is_detected_and_restarted(
         assert "failure_threshold x health_check_interval_ms = 0.3 s" in m.string
         new = sup.rt_pid(start=len(sup.lines) - 1)
         assert new != rt
-        wait_until(lambda: not pid_alive(rt))  # the stopped process was SIGKILLed
+        assert wait_for(lambda: not pid_alive(rt), 30, 0.02)  # the stopped process was SIGKILLed
         sup.wait_line(r"RECOVERY_IN_PROGRESS -> NORMAL")
         assert generation(instance) == 2
     finally:
@@ -388,7 +375,7 @@ def test_children_die_with_a_killed_supervisor(
     sup.wait_line(r"ready: RT process")
     sup.proc.kill()  # no orderly shutdown: the parent-death signal takes the children down
     sup.proc.wait()
-    wait_until(lambda: not pid_alive(rt) and not pid_alive(agent))
+    assert wait_for(lambda: not pid_alive(rt) and not pid_alive(agent), 30, 0.02)
     state = SupervisorStateFile(instance)
     assert state.path.exists() and state.read() is None  # left behind, but stale
     state.path.unlink()
@@ -407,11 +394,11 @@ def test_a_dead_agent_is_restarted(supervised: Callable[..., Supervised], instan
     assert new != agent
     seg = Segment.attach(instance)
     try:
-        wait_until(lambda: seg.agent_heartbeat().pid == new)
+        assert wait_for(lambda: seg.agent_heartbeat().pid == new, 30, 0.02)
     finally:
         seg.close()
     state = SupervisorStateFile(instance)
-    wait_until(lambda: (state.read() or {}).get("agent_pid") == new)
+    assert wait_for(lambda: (state.read() or {}).get("agent_pid") == new, 30, 0.02)
     assert state.ha_state() == "NORMAL"
 
 
@@ -443,7 +430,7 @@ def test_a_stopped_agent_puts_the_node_in_safe_mode_is_killed_and_restarted(
         assert "agent's heartbeat is stale" in m.string  # the RT process's agent watchdog
         m = sup.wait_line(rf"the agent \(pid {agent}\) is hung: its heartbeat did not move")
         assert "(failure_threshold x health_check_interval_ms = 0.3 s); killing it" in m.string
-        wait_until(lambda: not pid_alive(agent))  # SIGKILLed although stopped
+        assert wait_for(lambda: not pid_alive(agent), 30, 0.02)  # SIGKILLed although stopped
         sup.wait_line(r"restarting the agent in 0.05 s \(restart 1/3 in this window\)")
         new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
         assert new != agent
@@ -453,7 +440,7 @@ def test_a_stopped_agent_puts_the_node_in_safe_mode_is_killed_and_restarted(
         if pid_alive(agent):
             os.kill(agent, signal.SIGKILL)
     state = SupervisorStateFile(instance)
-    wait_until(lambda: (state.read() or {}).get("agent_pid") == new)
+    assert wait_for(lambda: (state.read() or {}).get("agent_pid") == new, 30, 0.02)
     assert state.ha_state() == "NORMAL" and state.restart_count() == 0
     assert (state.read() or {})["rt_pid"] == rt  # the RT process was not touched
     assert not any("restarting the RT process" in line for line in sup.lines)
@@ -580,7 +567,7 @@ def test_a_down_agent_makes_the_node_degraded_until_a_new_one_beats(
     try:
         m = sup.wait_line(r"HA state NORMAL -> DEGRADED: (.*)", start=start)
         assert m.group(1).startswith(f"the agent (pid {new}) is hung: its heartbeat did not move")
-        wait_until(lambda: not pid_alive(new))
+        assert wait_for(lambda: not pid_alive(new), 30, 0.02)
         third = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
         sup.wait_line(rf"HA state DEGRADED -> NORMAL: recovered: the agent \(pid {third}\) beats")
     finally:
@@ -597,7 +584,7 @@ def test_checkpoints_carry_the_state_across_a_new_segment(
     first = supervised("--checkpoint-dir", str(ckdir))
     first.wait_line(r"data store resumed: 0 slots live, 0 from no checkpoint")
     first.wait_line(r"ready: RT process")
-    wait_until(lambda: demo_step(instance) > 300)
+    assert wait_for(lambda: demo_step(instance) > 300, 30, 0.02)
     step_before_stop = demo_step(instance)
     assert first.stop() == 0
     m = re.search(r"checkpoint written at shutdown \((ckpt-\S+\.json)\)", "\n".join(first.lines))
@@ -649,7 +636,7 @@ def test_the_supervised_agent_serves_health_with_restarts_and_checkpoints(
         except OSError:
             return False
 
-    wait_until(served)
+    assert wait_for(served, 30, 0.02)
     code, body = _get_json(f"{base}/health")
     assert code == 200 and body["status"] in ("HEALTHY", "DEGRADED"), body
     os.kill(rt, signal.SIGKILL)
@@ -663,7 +650,7 @@ def test_the_supervised_agent_serves_health_with_restarts_and_checkpoints(
             for line in text.splitlines()
         )
 
-    wait_until(restart_counted)
+    assert wait_for(restart_counted, 30, 0.02)
     code, details = _get_json(f"{base}/health/details")
     assert code == 200
     failover = details["failover"]

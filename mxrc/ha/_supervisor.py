@@ -685,9 +685,11 @@ class Supervisor:
         self._agent_beat = None
         self._agent_beat_seen = now
         self._agent_down = None
+        # Settle before publishing: a state file naming the new agent must not still say
+        # DEGRADED because of the old one.
+        self._settle()
         self._publish()
         self._say(f"agent started (pid {self._agent.pid})")
-        self._settle()
 
     def _agent_hung(self, now: float) -> str | None:
         """A description when the running agent's heartbeat did not move for the hang
@@ -754,9 +756,9 @@ class Supervisor:
         if decision.restart:
             self._agent_restart_at = now + decision.delay_s
             self._agent_down = f"{what}; restarting it"
+            self._settle()  # before publishing, as in _on_agent_up
             self._publish()
             self._say(f"restarting the agent in {decision.delay_s:g} s ({decision.reason})")
-            self._settle()
         else:
             self._agent_down = what
             self._say(f"giving up on the agent: {decision.reason}", logging.CRITICAL)

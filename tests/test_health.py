@@ -7,6 +7,7 @@ import concurrent.futures
 import copy
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -227,7 +228,8 @@ def test_every_endpoint_matches_the_contract(
         assert details["numa_binding"]["local_memory_percent"] == 100.0
     code, text, ctype = _get(server.url + "/metrics")
     assert code == 200 and ctype.startswith("text/plain")
-    assert 'mxrc_process_health_status{process="rt"} 2.0' in text
+    # HEALTHY, or DEGRADED when this VM misses deadlines (as /health above)
+    assert re.search(r'^mxrc_process_health_status\{process="rt"\} [23]\.0$', text, re.M), text
     assert 'mxrc_process_restart_count_total{process="rt"} 2.0' in text
     assert 'mxrc_failover_checkpoint_size_bytes{process="rt"} 1234.0' in text
     assert "mxrc_failover_checkpoint_age_seconds{" in text

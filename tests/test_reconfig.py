@@ -11,6 +11,7 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -428,13 +429,30 @@ def test_mxrc_run_applies_a_config_change_to_its_running_loop(tmp_path: Path) ->
     inst = f"test-reconfig-{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXRC_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mxrc", "run", "--config", str(cfg), "--instance", inst],
-        stdout=subprocess.PIPE,
+        # ended by SIGINT: a run longer than the test however slow the machine
+        [
+            sys.executable,
+            "-m",
+            "mxrc",
+            "run",
+            "--config",
+            str(cfg),
+            "--instance",
+            inst,
+            "--cycles",
+            "10000000",
+        ],
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         cwd="/",
         env=env,
     )
+    lines: list[str] = []  # its stderr, read as it comes: the watcher says when it watches
+    stderr = proc.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+    reader.start()
     try:
         _wait_until(lambda: Path(f"/dev/shm/mxrc-{inst}").exists(), 30, "the segment")
         with Segment.attach(inst) as seg:
@@ -448,9 +466,9 @@ def test_mxrc_run_applies_a_config_change_to_its_running_loop(tmp_path: Path) ->
             _wait_until(lambda: cycles() > 10, 30, "the run cycling")
             tid = seg.stats("main").tid
             assert _cpus_allowed(tid, proc.pid) == str(HIGH)
-            time.sleep(0.3)  # the watcher has taken its first look
+            _wait_until(lambda: any("watching" in line for line in lines), 30, "the watcher")
             _write(cfg / "cpu_affinity.json", {"rt": {"cpu_cores": [LOW], "priority": PRIO}})
-            _wait_until(lambda: _cpus_allowed(tid, proc.pid) == str(LOW), 5.0, "the re-pin")
+            _wait_until(lambda: _cpus_allowed(tid, proc.pid) == str(LOW), 15, "the re-pin")
             n = cycles()
             _wait_until(lambda: cycles() > n + 50, 10, "cycles after the re-pin")
             assert seg.stats("main").tid == tid
@@ -458,12 +476,15 @@ def test_mxrc_run_applies_a_config_change_to_its_running_loop(tmp_path: Path) ->
             time.sleep(1.5)
             assert _cpus_allowed(tid, proc.pid) == str(LOW)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        proc.wait(20)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             Segment.remove(inst, force=True)
+        reader.join(10)
+        stderr.close()
+    err = "".join(lines)
     assert proc.returncode == 130, err
     assert "watching" in err and "cpu_affinity.json" in err
     assert f"now runs with CPUs {LOW}, SCHED_FIFO {PRIO}" in err

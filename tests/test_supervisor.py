@@ -326,10 +326,19 @@ def test_an_agent_exiting_with_a_configuration_error_makes_supervise_exit_2(
     cfg = write_config(tmp_path / "cfg", health_server={"bearer_token_file": token.name})
     token.write_text("s3cret")
     token.chmod(0o600)  # good when the supervisor checks it ...
-    sup = Supervised(instance, cfg, listener)
+    # ... bad when the agent reads it: the agent's interpreter waits for `go` at start-up
+    go = tmp_path / "go"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys, time\n"
+        "if sys.argv[1:2] == ['agent']:\n"
+        f"    while not os.path.exists({str(go)!r}):\n"
+        "        time.sleep(0.01)\n"
+    )
+    sup = Supervised(instance, cfg, listener, pythonpath=str(tmp_path))
     try:
         sup.wait_line(r"instance '.*': segment ")
-        token.chmod(0o644)  # ... bad when the agent (still starting: > 0.3 s) reads it
+        token.chmod(0o644)
+        go.touch()
         sup.proc.wait(60)
     finally:
         code = sup.stop()
@@ -399,7 +408,9 @@ def test_a_dead_agent_is_restarted(supervised: Callable[..., Supervised], instan
         seg.close()
     state = SupervisorStateFile(instance)
     assert wait_for(lambda: (state.read() or {}).get("agent_pid") == new, 30, 0.02)
-    assert state.ha_state() == "NORMAL"
+    # NORMAL once the RT process also sees the new agent (it may have entered SAFE_MODE
+    # while the agent was down, > 500 ms under load)
+    assert wait_for(lambda: state.ha_state() == "NORMAL", 30, 0.02), state.read()
 
 
 def agent_beats(instance: str, pid: int) -> bool:
@@ -510,8 +521,8 @@ def test_a_windowed_deadline_miss_rate_makes_the_node_degraded_and_back(
     )
     rt = sup.rt_pid()
     sup.wait_line(r"ready: RT process")
-    time.sleep(1.0)
-    assert not any("DEGRADED" in line for line in sup.lines)  # on time: NORMAL
+    state = SupervisorStateFile(instance)
+    assert wait_for(lambda: state.ha_state() == "NORMAL", 30, 0.02), state.read()  # on time
     start = len(sup.lines)
     set_slow(instance, True)
     m = sup.wait_line(
@@ -520,13 +531,20 @@ def test_a_windowed_deadline_miss_rate_makes_the_node_degraded_and_back(
         start=start,
     )
     assert float(m.group(1)) > 0.05
-    state = SupervisorStateFile(instance)
     data = state.read()
     assert data is not None and data["ha_state"] == "DEGRADED"
     assert "misses deadlines" in data["ha_reason"]
-    # the agent's health server judges with the same rule
-    code, body = _get_json(f"http://127.0.0.1:{port}/health")
-    assert code == 200 and body["status"] == "DEGRADED", body
+    # the agent's health server judges with the same rule (its own window, sampled every
+    # 0.1 s and cached for 0.05 s: it may cross the limit a moment later)
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    def agent_says_degraded() -> bool:
+        answers.append(_get_json(f"http://127.0.0.1:{port}/health"))
+        return answers[-1][1].get("status") == "DEGRADED"
+
+    assert wait_for(agent_says_degraded, 10, 0.05), answers[-3:]
+    code, body = answers[-1]
+    assert code == 200, body
     assert "misses deadlines" in body["error_message"] and "limit 0.05" in body["error_message"]
     start = len(sup.lines)
     set_slow(instance, False)  # once a window passes without misses: NORMAL again

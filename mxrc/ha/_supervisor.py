@@ -552,8 +552,9 @@ class Supervisor:
                 f"giving up on the RT process: {decision.reason}; it stays down until an "
                 "operator restarts the instance (`systemctl restart mxrc@INSTANCE`)"
             )
-            self._say(msg, logging.CRITICAL)
+            # the state first: whoever reads the CRITICAL line finds the state file current
             self.ha.transition(HaState.MANUAL_INTERVENTION, "restart limit reached")
+            self._say(msg, logging.CRITICAL)
 
     # --- main loop ---
 
@@ -761,9 +762,9 @@ class Supervisor:
             self._say(f"restarting the agent in {decision.delay_s:g} s ({decision.reason})")
         else:
             self._agent_down = what
-            self._say(f"giving up on the agent: {decision.reason}", logging.CRITICAL)
             if self.ha.can_transition(HaState.MANUAL_INTERVENTION):
                 self.ha.transition(HaState.MANUAL_INTERVENTION, "agent restart limit reached")
+            self._say(f"giving up on the agent: {decision.reason}", logging.CRITICAL)
 
     def _tick(self, now: float) -> None:
         if self.agent_enabled:

@@ -34,11 +34,9 @@ import datetime as dt
 import json
 import os
 import platform
-import queue
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +58,8 @@ from harness import (
     markdown_table,
 )
 from latency import write_results
+
+from mxrc.testing import SupervisedProcess
 
 __all__ = ["LoadGenerator", "SupervisedInstance", "late_shares", "main", "stats_window"]
 
@@ -99,7 +99,7 @@ def now_utc() -> str:
 # --------------------------------------------------------------- the instance
 
 
-class SupervisedInstance:
+class SupervisedInstance(SupervisedProcess):
     """``mxrc supervise`` on a temp config (demo entry point, fast failure policy),
     its agent's health server on ``port``, RT loop on CPU :data:`RT_CPU`."""
 
@@ -112,7 +112,6 @@ class SupervisedInstance:
         policy: dict[str, Any] | None = None,
         rt_priority: int | None = None,
     ) -> None:
-        self.instance = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.tmp = Path(tempfile.mkdtemp(prefix="mxrc-bench-"))
         cfg = self.tmp / "cfg"
         cfg.mkdir()
@@ -128,54 +127,10 @@ class SupervisedInstance:
         env["MXRC_RT_CPU_CORES"] = str(rt_cpu)
         if rt_priority is not None:
             env["MXRC_RT_PRIORITY"] = str(rt_priority)
-        args = [sys.executable, "-m", "mxrc", "supervise", "--config", str(cfg)]
-        args += ["--instance", self.instance]
-        if checkpoint_dir:
-            args += ["--checkpoint-dir", str(self.tmp / "ckpt")]
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd="/",
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._q: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        args = ["--checkpoint-dir", str(self.tmp / "ckpt")] if checkpoint_dir else []
         self.segment: Any = None
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._q.put(line.rstrip("\n"))
-
-    def wait_line(self, pattern: str, timeout: float = 60.0, start: int = 0) -> re.Match[str]:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            while i < len(self.lines):
-                m = rx.search(self.lines[i])
-                if m:
-                    return m
-                i += 1
-            if time.monotonic() > deadline or (
-                self.proc.poll() is not None and self._q.empty() and not self._reader.is_alive()
-            ):
-                tail = "\n".join(self.lines[-20:])
-                raise RuntimeError(f"mxrc supervise: no line matching {pattern!r}:\n{tail}")
-            with contextlib.suppress(queue.Empty):
-                self.lines.append(self._q.get(timeout=0.05))
-
-    def drain(self) -> None:
-        while True:
-            try:
-                self.lines.append(self._q.get_nowait())
-            except queue.Empty:
-                return
+        instance = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        super().__init__(cfg, instance=instance, args=args, env=env)
 
     def start(self, timeout: float = 60.0) -> None:
         """Wait for the first RT process to beat and the health server to answer."""
@@ -195,24 +150,16 @@ class SupervisedInstance:
                 time.sleep(0.05)
         self.segment = Segment.attach(self.instance)
 
-    def rt_pid(self) -> int:
+    def current_rt_pid(self) -> int:
         """The current RT process (from the supervisor's state file)."""
         data = json.loads(Path(f"/dev/shm/mxrc.ha-{self.instance}.json").read_text())
         return int(data["rt_pid"])
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 30.0) -> int:
         if self.segment is not None:
             self.segment.close()
             self.segment = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(5)
-        self.drain()
+        code = super().stop(timeout)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return code
 
@@ -223,9 +170,6 @@ class SupervisedInstance:
             self.stop()
             raise
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------ RT late share

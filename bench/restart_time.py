@@ -99,7 +99,7 @@ def kill_once(
 ) -> dict[str, Any]:
     """SIGKILL the RT process once; the times of the new generation's milestones."""
     seg = inst.segment
-    pid = inst.rt_pid()
+    pid = inst.current_rt_pid()
     g0 = seg.generation
     t0 = time.monotonic_ns()
     os.kill(pid, signal.SIGKILL)

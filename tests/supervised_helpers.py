@@ -7,11 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,6 +17,8 @@ from typing import Any
 
 import pytest
 from helpers import mxrc_env
+
+from mxrc.testing import SupervisedProcess
 
 
 class NotifyListener:
@@ -91,8 +89,9 @@ FAST_POLICY = {
 }
 
 
-class Supervised:
-    """``mxrc supervise`` in a child process: its stderr lines and its notify messages."""
+class Supervised(SupervisedProcess):
+    """:class:`~mxrc.testing.SupervisedProcess` with the tests' environment: a real
+    notify socket and watchdog, any free health port, FIFO priority 40."""
 
     def __init__(
         self,
@@ -111,74 +110,7 @@ class Supervised:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
         if pythonpath is not None:
             env["PYTHONPATH"] = pythonpath
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mxrc",
-                "supervise",
-                "--config",
-                str(config_dir),
-                "--instance",
-                instance,
-                *extra,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd="/",
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._q: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._q.put(line.rstrip("\n"))
-
-    def wait_line(self, pattern: str, timeout: float = 60.0, start: int = 0) -> re.Match[str]:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            while i < len(self.lines):
-                m = rx.search(self.lines[i])
-                if m:
-                    return m
-                i += 1
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no line matching {pattern!r}: {self.lines}")
-            try:
-                self.lines.append(self._q.get(timeout=min(left, 0.1)))
-            except queue.Empty:
-                if self.proc.poll() is not None and self._q.empty() and not self._reader.is_alive():
-                    raise AssertionError(
-                        f"supervisor exited ({self.proc.returncode}) before {pattern!r}: "
-                        f"{self.lines}"
-                    ) from None
-
-    def rt_pid(self, start: int = 0) -> int:
-        return int(self.wait_line(r"RT process started \(pid (\d+)", start=start).group(1))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(10)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        while not self._q.empty():
-            self.lines.append(self._q.get())
-        return code
+        super().__init__(config_dir, instance=instance, args=extra, env=env)
 
 
 TOLERANT_PERF: dict[str, Any] = {"thresholds": {"max_deadline_miss_rate": 0.2}}

@@ -217,8 +217,12 @@ class _AgentProcess:
 
     mode: AgentMode = "process"
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: IO[bytes], generation: int) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], log: IO[bytes], generation: int, prog: str
+    ) -> None:
         self.proc = proc
+        self.prog = prog
+        """The command whose messages these are (``mxrc run``, ``mxrc supervise``)."""
         self.log = log
         self.generation = generation
         self.started = generation > 0
@@ -233,11 +237,17 @@ class _AgentProcess:
 
     @classmethod
     def launch(
-        cls, segment: Segment, cfg: Any, err: TextIO, extra_args: Sequence[str] = ()
+        cls,
+        segment: Segment,
+        cfg: Any,
+        err: TextIO,
+        extra_args: Sequence[str] = (),
+        prog: str = "mxrc run",
     ) -> _AgentProcess | None:
         """Start the process without waiting; None (after a message) when it cannot start.
 
-        ``extra_args``: more ``mxrc agent`` options (e.g. ``--http``).
+        ``extra_args``: more ``mxrc agent`` options (e.g. ``--http``); ``prog`` prefixes
+        the messages.
         """
         argv = [
             sys.executable,
@@ -265,9 +275,9 @@ class _AgentProcess:
             )
         except OSError as exc:
             log.close()
-            print(f"mxrc run: cannot start the agent process ({argv[0]}): {exc}", file=err)
+            print(f"{prog}: cannot start the agent process ({argv[0]}): {exc}", file=err)
             return None
-        return cls(proc, log, 0)
+        return cls(proc, log, 0, prog)
 
     def poll_start(self, segment: Segment, err: TextIO) -> bool | None:
         """True once it beat, None while starting, False when the start failed: it exited
@@ -292,7 +302,7 @@ class _AgentProcess:
             if code is not None
             else f"did not beat within {AGENT_START_TIMEOUT_S:g} s"
         )
-        print(f"mxrc run: the agent process (pid {self.pid}) {why}{_tail(self.log)}", file=err)
+        print(f"{self.prog}: the agent process (pid {self.pid}) {why}{_tail(self.log)}", file=err)
         self.log.close()
         return False
 
@@ -319,7 +329,7 @@ class _AgentProcess:
         code = self.proc.poll()
         if code is not None:
             print(
-                f"mxrc run: warning: the agent process (pid {self.pid}) exited during the run "
+                f"{self.prog}: warning: the agent process (pid {self.pid}) exited during the run "
                 f"with code {code} (a cycle thread with the agent watchdog on goes to "
                 f"SAFE_MODE once the agent's heartbeat is stale){_tail(self.log)}",
                 file=err,
@@ -333,7 +343,7 @@ class _AgentProcess:
                 self.proc.kill()
                 self.proc.wait()
                 print(
-                    f"mxrc run: warning: the agent process (pid {self.pid}) did not stop "
+                    f"{self.prog}: warning: the agent process (pid {self.pid}) did not stop "
                     f"within {AGENT_STOP_TIMEOUT_S:g} s of SIGTERM and was killed",
                     file=err,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import mxrc_env, wait_for
 from supervised_helpers import NotifyListener, Supervised, write_config
 
 from mxrc.ha._checkpoint import CheckpointStore
 from mxrc.ha._sdnotify import NOTIFY_ENV, SdNotifier, child_environment, parse_notify_address
 from mxrc.ha._supervisor import SupervisorStateFile
 from mxrc.rt._placement import pid_alive
+from mxrc.testing import SupervisedProcess
 
 # ------------------------------------------------------------------ sd_notify
 
@@ -129,8 +131,15 @@ def test_ready_watchdog_and_clean_child_environment(
     assert f"RT pid {rt} beats" in ready
     # WATCHDOG=1 at half of WATCHDOG_USEC (0.4 s) while within policy
     listener.wait_for(lambda m: m == "WATCHDOG=1")
-    n0 = sum(m == "WATCHDOG=1" for _, m in listener.drain())
-    assert wait_for(lambda: sum(m == "WATCHDOG=1" for _, m in listener.drain()) >= n0 + 2, 30, 0.02)
+
+    def pings() -> list[float]:
+        return [t for t, m in listener.drain() if m == "WATCHDOG=1"]
+
+    assert wait_for(lambda: len(pings()) >= 8, 30, 0.02)
+    times = pings()
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    median = gaps[len(gaps) // 2]
+    assert 0.1 <= median <= 0.3, gaps  # 0.2 s nominal: not every tick, not at the limit
     for pid in (rt, agent):
         with open(f"/proc/{pid}/environ", "rb") as fh:
             names = {e.split(b"=", 1)[0] for e in fh.read().split(b"\0") if e}
@@ -675,3 +684,74 @@ def test_the_supervised_agent_serves_health_with_restarts_and_checkpoints(
     assert failover["restart_count"] == 1
     assert failover["last_checkpoint"] is not None  # the supervisor's newest checkpoint
     assert failover["checkpoint_age_seconds"] >= 0
+
+
+def test_rt_restart_waits_restart_delay_ms(
+    supervised: Callable[..., Supervised], instance: str
+) -> None:
+    sup = supervised("--no-agent", restart_delay_ms=600)
+    rt = sup.rt_pid()
+    sup.wait_line(r"ready: RT process")
+    start = len(sup.lines)
+    killed = time.monotonic()
+    os.kill(rt, signal.SIGKILL)
+    sup.wait_line(r"restarting the RT process in 0.6 s \(restart 1/3 in this window\)", start=start)
+    new = sup.rt_pid(start=start)
+    waited = time.monotonic() - killed
+    assert new != rt
+    assert 0.6 <= waited < 30, waited  # not at once: the policy's delay first
+
+
+def test_an_rt_failure_after_the_agent_gave_up_restarts_rt_and_keeps_manual_intervention(
+    supervised: Callable[..., Supervised], instance: str
+) -> None:
+    sup = supervised()
+    sup.wait_line(r"ready: RT process")
+    rt = sup.rt_pid()
+    start = 0
+    for n in range(1, 5):  # the first start + 3 restarts use up the agent's policy
+        agent = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+        start = len(sup.lines)
+        os.kill(agent, signal.SIGKILL)
+        if n < 4:
+            sup.wait_line(rf"restarting the agent in 0.05 s \(restart {n}/3", start=start)
+    sup.wait_line(r"-> MANUAL_INTERVENTION: agent restart limit reached", start=start)
+    m = sup.wait_line(r"CRITICAL: giving up on the agent \((.*)\): 3 restarts", start=start)
+    assert m.group(1) == f"the agent (pid {agent}) was killed by signal 9"
+    start = len(sup.lines)
+    os.kill(rt, signal.SIGKILL)  # the supervisor is still the RT process's restarter
+    sup.wait_line(r"HA state stays MANUAL_INTERVENTION", start=start)
+    new = sup.rt_pid(start=start)
+    assert new != rt
+    state = SupervisorStateFile(instance)
+    assert wait_for(lambda: (state.read() or {}).get("rt_pid") == new, 30, 0.02)
+    assert state.ha_state() == "MANUAL_INTERVENTION" and state.restart_count() == 1
+    assert sup.returncode is None
+    assert sup.stop() == 0, sup.lines[-20:]
+    assert not any("Traceback" in line for line in sup.lines), sup.lines
+
+
+def test_ready_is_resent_until_the_notify_socket_takes_it(tmp_path: Path, instance: str) -> None:
+    path = str(tmp_path / "notify")  # nobody listens yet: READY=1 fails (ENOENT)
+    cfg = write_config(tmp_path / "cfg")
+    env = mxrc_env() | {"NOTIFY_SOCKET": path}
+    with SupervisedProcess(cfg, instance=instance, args=["--no-agent"], env=env) as sup:
+        sup.wait_line(r"ready: RT process")
+        late = NotifyListener(path)  # the service manager is back
+        try:
+            ready = late.wait_for(lambda m: m.startswith("READY=1"))
+            assert "NORMAL: RT pid" in ready
+        finally:
+            late.close()
+
+
+def test_a_bad_notify_socket_is_reported_and_the_instance_still_runs(
+    tmp_path: Path, instance: str
+) -> None:
+    cfg = write_config(tmp_path / "cfg")
+    env = mxrc_env() | {"NOTIFY_SOCKET": "vsock:2:1234", "WATCHDOG_USEC": "400000"}
+    with SupervisedProcess(cfg, instance=instance, args=["--no-agent"], env=env) as sup:
+        m = sup.wait_line(r"warning: systemd notification is off: (.*)")
+        assert "NOTIFY_SOCKET='vsock:2:1234' is not supported" in m.group(1)
+        assert "expected an absolute socket path or an abstract address" in m.group(1)
+        sup.wait_line(r"ready: RT process")

@@ -295,7 +295,9 @@ class Supervisor:
         self._causes: dict[str, str] = {}
         """The DEGRADED causes last acted on: key → reason."""
         self._ha_reason: str | None = None
-        self._ready_sent = False
+        self._ready_said = False
+        self._ready_status: str | None = None
+        """READY=1 (with this STATUS) still to be sent: retried each tick until sent."""
         self._last_failure: str | None = None
         self._next_watchdog = 0.0
         self._publish_failed = False
@@ -523,10 +525,19 @@ class Supervisor:
             )
         if self._writer is not None:
             self._writer.request("RT process up (state restored)")
-        if not self._ready_sent:
-            self._ready_sent = True
-            self.notifier.ready(f"NORMAL: RT pid {self._rt.pid} beats, generation {gen}")
+        if not self._ready_said:
+            self._ready_said = True
+            self._ready_status = f"NORMAL: RT pid {self._rt.pid} beats, generation {gen}"
+            self._send_ready()
             self._say(f"ready: RT process pid {self._rt.pid} beats (generation {gen})")
+
+    def _send_ready(self) -> None:
+        """Send the pending READY=1; kept pending when the socket is gone for the moment
+        (systemd restarting), so a unit does not time out on one lost datagram."""
+        if self._ready_status is None:
+            return
+        if not self.notifier.enabled or self.notifier.ready(self._ready_status):
+            self._ready_status = None
 
     def _kill_rt(self) -> None:
         if self._rt is None:
@@ -542,7 +553,10 @@ class Supervisor:
         self._rt = None
         decision = self.policy.on_failure()
         if decision.restart:
-            self.ha.transition(HaState.RECOVERY_IN_PROGRESS, what)
+            if self.ha.can_transition(HaState.RECOVERY_IN_PROGRESS):
+                self.ha.transition(HaState.RECOVERY_IN_PROGRESS, what)
+            else:  # MANUAL_INTERVENTION for the agent: the RT process is still restarted
+                self._say(f"HA state stays {self.ha.state.value}: {self._ha_reason}")
             self._restart_at = now + decision.delay_s
             self._publish()
             self._say(f"restarting the RT process in {decision.delay_s:g} s ({decision.reason})")
@@ -553,7 +567,11 @@ class Supervisor:
                 "operator restarts the instance (`systemctl restart mxrc@INSTANCE`)"
             )
             # the state first: whoever reads the CRITICAL line finds the state file current
-            self.ha.transition(HaState.MANUAL_INTERVENTION, "restart limit reached")
+            if self.ha.state is HaState.MANUAL_INTERVENTION:  # the agent gave up before
+                self._ha_reason = f"{self._ha_reason}; RT process restart limit reached"
+                self._publish()
+            else:
+                self.ha.transition(HaState.MANUAL_INTERVENTION, "restart limit reached")
             self._say(msg, logging.CRITICAL)
 
     # --- main loop ---
@@ -567,6 +585,8 @@ class Supervisor:
         from mxrc.bus import Segment
         from mxrc.errors import SegmentError
 
+        if self.notifier.error is not None:  # else a Type=notify unit times out, unexplained
+            self._say(f"warning: systemd notification is off: {self.notifier.error}")
         problem = self._token_file_problem()
         if problem is not None:  # before the segment: nothing to clean up, no retry helps
             self._say(f"configuration error: {problem}", logging.ERROR)
@@ -662,7 +682,9 @@ class Supervisor:
         from mxrc._run import _AgentProcess
 
         assert self._segment is not None
-        agent = _AgentProcess.launch(self._segment, self.config, self.err, self._agent_args())
+        agent = _AgentProcess.launch(
+            self._segment, self.config, self.err, self._agent_args(), "mxrc supervise"
+        )
         if agent is not None and agent.wait_started(self._segment, self.err):
             self._agent = agent
             self._on_agent_up(time.monotonic())
@@ -721,7 +743,7 @@ class Supervisor:
             if self._agent_restart_at is not None and now >= self._agent_restart_at:
                 self._agent_restart_at = None
                 self._agent = _AgentProcess.launch(
-                    self._segment, self.config, self.err, self._agent_args()
+                    self._segment, self.config, self.err, self._agent_args(), "mxrc supervise"
                 )
                 if self._agent is None:
                     self._agent_failed(now, "the agent could not be started")
@@ -764,7 +786,7 @@ class Supervisor:
             self._agent_down = what
             if self.ha.can_transition(HaState.MANUAL_INTERVENTION):
                 self.ha.transition(HaState.MANUAL_INTERVENTION, "agent restart limit reached")
-            self._say(f"giving up on the agent: {decision.reason}", logging.CRITICAL)
+            self._say(f"giving up on the agent ({what}): {decision.reason}", logging.CRITICAL)
 
     def _tick(self, now: float) -> None:
         if self.agent_enabled:
@@ -776,6 +798,7 @@ class Supervisor:
         elif self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
             self._spawn_rt(restart=True)
+        self._send_ready()
         interval = self.notifier.watchdog_interval_s
         within_policy = not self.policy.gave_up and not self.agent_policy.gave_up
         if interval is not None and within_policy and now >= self._next_watchdog:

@@ -78,19 +78,23 @@ def percentile_interval(
     return [stats[int(0.025 * n_boot)], stats[min(n_boot - 1, math.ceil(0.975 * n_boot) - 1)]]
 
 
-def _wait_normal(inst: SupervisedInstance, timeout: float) -> None:
-    """Until the supervisor reports NORMAL with a live RT process."""
+def _wait_recovered(inst: SupervisedInstance, timeout: float) -> None:
+    """Until the supervisor's recovery is over: NORMAL, or DEGRADED (a few deadline
+    misses of the new process's first cycles keep the windowed rate above the strict
+    default limit for a while; that is no recovery in progress), with a live RT process."""
     path = Path(f"/dev/shm/mxrc.ha-{inst.instance}.json")
     deadline = time.monotonic() + timeout
     while True:
         try:
             data = json.loads(path.read_text())
-            if data.get("ha_state") == "NORMAL" and data.get("rt_pid"):
+            if data.get("ha_state") in ("NORMAL", "DEGRADED") and data.get("rt_pid"):
                 return
         except (OSError, ValueError):
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the supervisor did not return to NORMAL in {timeout} s")
+            raise RuntimeError(
+                f"the supervisor did not end its recovery in {timeout} s (state file: {path})"
+            )
         time.sleep(0.01)
 
 
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     time.sleep(args.settle_s)
                 for _ in range(args.kills_per_block):
-                    _wait_normal(inst, 30)
+                    _wait_recovered(inst, 30)
                     time.sleep(args.settle_s + rng.random() * args.jitter_s)
                     k = kill_once(inst, ds, poll_s=args.poll_us / 1e6, timeout=args.timeout_s)
                     k.update(round=rnd, loaded=loaded)
@@ -283,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--kills-per-block", type=int, default=10)
     p.add_argument("--idle-only", action="store_true", help="no loaded blocks")
-    p.add_argument("--settle-s", type=float, default=0.3, help="after NORMAL, before a kill")
+    p.add_argument("--settle-s", type=float, default=0.3, help="after the recovery, before a kill")
     p.add_argument("--jitter-s", type=float, default=0.3, help="random extra wait (0..this)")
     p.add_argument("--poll-us", type=float, default=200.0)
     p.add_argument("--timeout-s", type=float, default=10.0)

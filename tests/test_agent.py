@@ -403,6 +403,39 @@ def test_mxrc_agent_exits_when_the_owner_dies(instance: str) -> None:
     assert "is gone: the instance stopped" in err
 
 
+def test_mxrc_agent_exits_1_when_its_health_server_dies(instance: str) -> None:
+    # the serving loop fails at once (its idle sweep raises); the agent must not beat on
+    # without /health: it exits 1 so that `mxrc supervise` restarts it
+    with small_segment(instance) as seg:
+        agent = spawn_python(
+            f"""
+            import sys
+            from mxrc.agent._cli import AgentOptions, run_agent
+            from mxrc.ha._http import HealthServer
+
+            def broken(self, sel, now):
+                raise RuntimeError("injected failure")
+
+            HealthServer._expire = broken
+            opts = AgentOptions(instance={instance!r}, http_port=0)
+            sys.exit(run_agent(opts, sys.stdout, sys.stderr))
+            """
+        )
+        try:
+            agent.wait(timeout=30)
+        finally:
+            out, err = _reap(agent)
+        assert agent.returncode == 1, out + err
+        assert "health server on http://127.0.0.1:" in out
+        assert re.search(
+            r"mxrc agent: the health server's serving loop on http://127\.0\.0\.1:\d+ failed "
+            r"\(RuntimeError: injected failure\); nothing serves /health and /metrics: exiting "
+            r"so that the agent is restarted",
+            err,
+        ), err
+        assert seg.agent_heartbeat().pid == 0  # it detached: a new agent may attach at once
+
+
 def test_mxrc_agent_dies_with_its_parent(instance: str) -> None:
     with small_segment(instance) as seg:
         parent = spawn_python(

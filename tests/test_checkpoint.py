@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import math
@@ -111,8 +113,34 @@ def test_encode_decode_round_trips_nested_values() -> None:
     assert back["ints"] == value["ints"]
     assert back["bytes"] == b"\x00\xff"
     assert back["tuple"] == [1.5, None, True, "x"]
-    assert back["np"] == [7, 0.5, False]
+    assert back["np"][0] == 7 and back["np"][2] is False
+    assert back["np"][1].dtype == np.float32 and back["np"][1] == 0.5
     np.testing.assert_array_equal(back["i16"], value["i16"])
+
+
+def f32(bits32: int) -> np.float32:
+    return np.frombuffer(struct.pack("<I", bits32), dtype="<f4")[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f32(0x7FC00ABC),  # NaN with a payload
+        f32(0xFFC00001),  # -NaN with a payload
+        f32(0x7F800001),  # signalling NaN
+        f32(0x80000000),  # -0.0
+        f32(0x00000001),  # smallest subnormal
+        np.float32(0.1),
+        np.float16(-1.5),
+        np.longdouble("0.1"),  # 80-bit extended on x86-64: not a float64
+        np.complex64(1.5 - 2j),
+    ],
+    ids=repr,
+)
+def test_numpy_float_scalars_keep_their_dtype_and_bits(value: np.generic) -> None:
+    back = decode_value(json.loads(json.dumps(encode_value({"x": value}))))["x"]
+    assert type(back) is type(value) and back.dtype == value.dtype  # a scalar, not a 0-d array
+    assert back.tobytes() == np.asarray(value).tobytes()
 
 
 @pytest.mark.parametrize(
@@ -134,6 +162,8 @@ def test_encode_refuses_what_it_cannot_store(value: object, expected: str) -> No
         1.5,
         {"$f64": "xyz"},
         {"$bytes": "!!"},
+        {"$scalar": {"dtype": "<f4"}},
+        {"$scalar": {"dtype": "<f4", "data": "AAAAAAAA"}},
         {"$nope": 1},
         {"$ndarray": {"dtype": "<f8"}},
         {"a": 1, "$b": 2},
@@ -316,6 +346,126 @@ def test_body_epoch_must_match_the_name(tmp_path: Path) -> None:
         store.load(moved)
     newest = store.load_newest()
     assert newest is not None and newest.path == cps[2].path
+
+
+def _write_raw(path: Path, body: dict[str, Any], schema_version: int = 1) -> None:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+    doc = {
+        "format": "mxrc-checkpoint",
+        "schema_version": schema_version,
+        "sha256": hashlib.sha256(canonical).hexdigest(),
+        "body": body,
+    }
+    path.write_text(json.dumps(doc), encoding="ascii")
+
+
+def _nest(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deeply_nested_files_are_named_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, cps = _three(tmp_path)
+    # too deep for json.loads
+    deep_json = tmp_path / checkpoint_name(0, 4)
+    deep_json.write_text("[" * 200_000 + "]" * 200_000, encoding="ascii")
+    # parses and hashes, but too deep for decode_value: a correct checksum over it
+    assert cps[-1].path is not None
+    body = json.loads(cps[-1].path.read_text(encoding="ascii"))["body"]
+    body.update(sequence=5, app={"state": _nest(900)})
+    deep_value = tmp_path / checkpoint_name(0, 5)
+    _write_raw(deep_value, body)
+    for path in (deep_json, deep_value):
+        with pytest.raises(CheckpointCorruptError, match="nested too deeply") as err:
+            store.load(path)
+        assert err.value.path == path
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        got = store.load_newest()
+    assert got is not None and got.path == cps[-1].path
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(messages) == 2
+    for message, path in zip(messages, (deep_value, deep_json), strict=True):
+        assert message.startswith(f"skipping checkpoint {path}: nested too deeply")
+    info = store.last_checkpoint()
+    assert info is not None and info.path == str(cps[-1].path)
+
+
+def test_newer_schema_files_are_named_and_never_pruned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CheckpointStore(tmp_path, keep=2)
+    content = capture(datastore=full_store(), datastore_mode="read")
+    store.write(content)
+    newer = tmp_path / checkpoint_name(0, 2)
+    _write_raw(newer, {"epoch": 0, "sequence": 2, "something": "new"}, schema_version=2)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        got = store.load_newest()
+    assert got is not None and got.sequence == 1
+    (message,) = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert message == (
+        f"skipping checkpoint {newer}: written by a newer mxrc (schema_version 2; "
+        f"this mxrc reads {CHECKPOINT_SCHEMA_VERSION}): not used, kept"
+    )
+    for _ in range(4):
+        store.write(content)
+    assert newer.exists()  # a downgrade must not lose a newer mxrc's checkpoints
+    assert [s for _, s, _ in store.entries()] == [2, 5, 6]  # keep=2 counts valid files only
+    store.prune()
+    assert newer.exists()
+
+
+def test_corrupt_names_neither_fence_nor_stop_writes(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=100)
+    content = capture(datastore=full_store(), datastore_mode="read")
+    store.write(content)
+    # a corrupt file with a higher epoch is no newer primary
+    (tmp_path / checkpoint_name(7, 5)).write_bytes(b"{")
+    cp = store.write(content)
+    assert (cp.epoch, cp.sequence) == (0, 6)  # one past every name: names stay unique
+    newest = store.load_newest()
+    assert newest is not None and newest.path == cp.path
+    # the fence holds against valid files and a newer mxrc's, and names the file
+    valid = store.write(content, epoch=2)
+    with pytest.raises(
+        CheckpointError, match=f"older than the newest checkpoint's epoch 2 \\({valid.path}\\)"
+    ):
+        store.write(content, epoch=1)
+    newer = tmp_path / checkpoint_name(9, 8)
+    _write_raw(newer, {}, schema_version=CHECKPOINT_SCHEMA_VERSION + 1)
+    with pytest.raises(CheckpointError, match=f"epoch 9 \\({newer}\\)"):
+        store.write(content, epoch=2)
+    newer.unlink()
+    # a name at the last sequence: a clear error naming it, not an overflow
+    last = tmp_path / checkpoint_name(0, 10**12 - 1)
+    last.write_bytes(b"{")
+    with pytest.raises(CheckpointError, match=f"{last}.*move that file aside"):
+        store.write(content, epoch=2)
+    last.unlink()
+    assert store.write(content, epoch=2).sequence == 8
+
+
+def test_prune_counts_only_valid_checkpoints_toward_keep(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=2)
+    content = capture(datastore=full_store(), datastore_mode="read")
+    only = store.write(content)
+    torn = [tmp_path / checkpoint_name(0, s) for s in (2, 3)]
+    for path in torn:
+        path.write_bytes(b'{"body": ')
+    assert store.prune() == []
+    assert only.path is not None and only.path.exists()  # the only valid one stays
+    assert all(p.exists() for p in torn)  # newer than it: kept for inspection
+    store.write(content)
+    assert [s for _, s, _ in store.entries()] == [1, 2, 3, 4]
+    store.write(content)
+    # two valid ones kept; older corrupt and valid files go
+    assert [s for _, s, _ in store.entries()] == [4, 5]
+    for _, _, path in store.entries():
+        path.write_bytes(b"")
+    assert store.prune() == []  # no valid checkpoint: nothing is removed
 
 
 def test_all_corrupt_gives_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -558,6 +708,52 @@ def test_writer_periodic_on_request_and_on_state_transitions(tmp_path: Path) -> 
     finally:
         periodic.stop()
     assert periodic.last is not None and periodic.last.reason == "periodic"
+
+
+@pytest.mark.parametrize(
+    ("states", "reason"),
+    [
+        (["INIT", "RUNNING"], "INIT->RUNNING (started)"),
+        ([None, "RUNNING"], "no state->RUNNING (started)"),
+    ],
+)
+def test_writer_sees_a_start_that_skips_ready(
+    tmp_path: Path, states: list[str | None], reason: str
+) -> None:
+    # The C++ loop passes READY within microseconds: a poll sees INIT (or nothing) then RUNNING.
+    store = CheckpointStore(tmp_path)
+    state = [states[0]]
+    with CheckpointWriter(
+        store, capture, interval_s=0, state_source=lambda: state[0], poll_s=0.01
+    ) as writer:
+        state[0] = states[1]
+        assert wait_for(lambda: writer.written == 1)
+    assert writer.last is not None and writer.last.reason == reason
+
+
+@pytest.mark.parametrize("call", ["write", "fsync"])
+def test_a_full_disk_is_a_clear_error_and_keeps_older_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    store = CheckpointStore(tmp_path)
+    content = capture(datastore=full_store(), datastore_mode="read")
+    old = [store.write(content), store.write(content)]
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, call, full)
+    with pytest.raises(CheckpointError) as err:
+        store.write(content)
+    monkeypatch.undo()
+    assert str(err.value) == (
+        f"cannot write checkpoint {tmp_path / checkpoint_name(0, 3)}: No space left on device "
+        f"(ENOSPC); the older checkpoints are kept"
+    )
+    assert sorted(tmp_path.iterdir()) == sorted([tmp_path / ".lock", *(c.path for c in old)])
+    newest = store.load_newest()
+    assert newest is not None and newest.path == old[-1].path
+    assert store.write(content).sequence == 3
 
 
 def test_writer_logs_and_counts_failures_and_goes_on(

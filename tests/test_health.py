@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -17,12 +18,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import jsonschema
 import pytest
 import yaml
-from helpers import child_ready, mxrc_env, small_segment, spawn_mxrc, spawn_python
+from helpers import child_ready, mxrc_env, small_segment, spawn_mxrc, spawn_python, wait_for
 
 from mxrc.config import load_config
 from mxrc.errors import ConfigError
@@ -36,6 +38,8 @@ from mxrc.ha import (
     health_server_from_config,
     read_secret_file,
 )
+from mxrc.ha._health import MISS_RATE_CLEAR_RATIO, MissRateTracker
+from mxrc.rt._perf import CycleStats
 
 FAST = HealthThresholds(
     response_timeout_ms=150.0, stall_ms=500.0, max_deadline_miss_rate=0.05, window_s=1.0
@@ -47,11 +51,15 @@ _RT_CHILD = """
     from mxrc.bus import Segment
 
     seg = Segment.attach({instance!r})
-    mode = {{"slow": False, "crit": 0}}
+    mode = {{"slow": False, "crit": 0, "spin": False}}
 
     def body(ctx):
         if mode["slow"]:
             time.sleep(0.005)
+        if mode["spin"]:  # burn 1.2 ms of CPU in every 2 ms cycle (60 % of one CPU)
+            end = time.perf_counter() + 0.0012
+            while time.perf_counter() < end:
+                pass
         while mode["crit"] > 0:
             mode["crit"] -= 1
             ctx.publish("rt.alarm", priority="CRITICAL")
@@ -67,6 +75,8 @@ _RT_CHILD = """
             mode["slow"] = False
         elif cmd == "crit":
             mode["crit"] = 50
+        elif cmd == "spin":
+            mode["spin"] = True
         print(json.dumps({{"ok": cmd}}), flush=True)
     ex.stop()
 """
@@ -98,16 +108,35 @@ def contract() -> dict[str, Any]:
     return spec
 
 
-def _validate(contract: dict[str, Any], name: str, body: Any) -> None:
+def _validate_schema(contract: dict[str, Any], schema: dict[str, Any], body: Any) -> None:
     components = _openapi_to_jsonschema(copy.deepcopy(contract["components"]))
-    schema = {"$ref": f"#/components/schemas/{name}", "components": components}
-    jsonschema.Draft202012Validator(schema).validate(body)
+    full = {**_openapi_to_jsonschema(copy.deepcopy(schema)), "components": components}
+    jsonschema.Draft202012Validator(full).validate(body)
 
 
-def _schema_for(contract: dict[str, Any], path: str, code: int) -> str:
-    response = contract["paths"][path]["get"]["responses"][str(code)]
-    ref: str = response["content"]["application/json"]["schema"]["$ref"]
-    return ref.rsplit("/", 1)[1]
+def _validate(contract: dict[str, Any], name: str, body: Any) -> None:
+    _validate_schema(contract, {"$ref": f"#/components/schemas/{name}"}, body)
+
+
+def _response_schema(contract: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body schema of an OpenAPI response object (``$ref`` to components resolved)."""
+    ref = response.get("$ref")
+    if ref is not None:
+        response = contract["components"]["responses"][ref.rsplit("/", 1)[1]]
+    schema: dict[str, Any] = response["content"]["application/json"]["schema"]
+    return schema
+
+
+def _schema_for(contract: dict[str, Any], path: str, code: int) -> dict[str, Any]:
+    """The body schema ``path`` declares for ``code``; fails when it declares no such status."""
+    responses = contract["paths"][path]["get"]["responses"]
+    assert str(code) in responses, f"{path} does not declare {code} (only {sorted(responses)})"
+    return _response_schema(contract, responses[str(code)])
+
+
+def _validate_response(contract: dict[str, Any], path: str, code: int, body: Any) -> None:
+    """``body`` answered with ``code`` on ``path`` is what the contract declares for it."""
+    _validate_schema(contract, _schema_for(contract, path, code), body)
 
 
 def test_contract_is_a_valid_openapi_document(contract: dict[str, Any]) -> None:
@@ -120,6 +149,18 @@ def test_contract_is_a_valid_openapi_document(contract: dict[str, Any]) -> None:
         "/health/details",
         "/metrics",
     }
+
+
+def test_contract_declares_the_errors_of_every_path(contract: dict[str, Any]) -> None:
+    protected = {"/health/details", "/metrics"}
+    for path, item in contract["paths"].items():
+        codes = set(item["get"]["responses"])
+        assert {"200", "400", "405", "408", "503"} <= codes, (path, codes)
+        assert ("401" in codes) == (path in protected), (path, codes)
+    # every error response is referenced; NotFound is for paths not listed (info says so)
+    text = _CONTRACT.read_text(encoding="utf-8")
+    for name in contract["components"]["responses"]:
+        assert name == "NotFound" or f"#/components/responses/{name}" in text, name
 
 
 # ---------------------------------------------------------------- helpers
@@ -213,7 +254,7 @@ def test_every_endpoint_matches_the_contract(
     for path in ("/health", "/health/ready", "/health/live", "/health/details"):
         code, body, ctype = _get(server.url + path)
         assert code == 200 and ctype == "application/json", (path, body)
-        _validate(contract, _schema_for(contract, path, 200), body)
+        _validate_response(contract, path, 200, body)
     _, health, _ = _get(server.url + "/health")
     assert health["pid"] == rt_child[1] and health["restart_count"] == 2
     # a reason is given exactly when it is not HEALTHY (a busy VM may miss deadlines)
@@ -242,12 +283,15 @@ def test_no_cycle_thread_is_starting_and_503(
 ) -> None:
     code, body, _ = _get(server.url + "/health")
     assert code == 503 and body["status"] == "STARTING"
+    _validate_response(contract, "/health", 503, body)
     _validate(contract, "ProcessHealthStatus", body)
     code, ready, _ = _get(server.url + "/health/ready")
     assert code == 503 and ready["ready"] is False
+    _validate_response(contract, "/health/ready", 503, ready)
     _validate(contract, "ReadinessStatus", ready)
     code, live, _ = _get(server.url + "/health/live")
     assert code == 503 and live["alive"] is False
+    _validate_response(contract, "/health/live", 503, live)
     _validate(contract, "LivenessStatus", live)
     text = _get(server.url + "/metrics")[1]
     assert 'mxrc_process_health_status{process="rt"} 1.0' in text
@@ -309,6 +353,137 @@ def test_critical_ring_overflow_is_unhealthy(server: HealthServer, rt_child: Any
     _command(child, "crit")  # 50 CRITICAL events into a 4-record ring nobody drains
     _wait_for(lambda: _status(server) == "UNHEALTHY", "UNHEALTHY after the overflow")
     assert "CRITICAL" in _get(server.url + "/health")[1]["error_message"]
+
+
+def test_ready_waits_for_state_recovery(
+    contract: dict[str, Any], server: HealthServer, rt_child: Any
+) -> None:
+    provider = server.monitor.provider
+    assert isinstance(provider, StaticHaProvider)
+    _wait_for(lambda: _get(server.url + "/health/ready")[0] == 200, "ready")
+    provider.state = "RECOVERY_IN_PROGRESS"
+    code, body, _ = _get(server.url + "/health/ready")
+    assert code == 503 and body["ready"] is False, body
+    assert body["message"] == "state recovery in progress"
+    assert all(body["details"].values())  # initialised: only the restore is missing
+    _validate_response(contract, "/health/ready", 503, body)
+    assert _get(server.url + "/health")[0] == 200  # serving, just not ready
+    provider.state = "NORMAL"
+    code, body, _ = _get(server.url + "/health/ready")
+    assert code == 200 and body["ready"] is True, body
+
+
+def test_cpu_and_memory_limits_degrade_naming_the_process(segment: Any, rt_child: Any) -> None:
+    child, pid = rt_child
+    limits = dataclasses.replace(FAST, cpu_percent_limit=20.0, memory_mb_limit=1.0)
+    mon = HealthMonitor(segment, thresholds=limits)
+    _wait_for(lambda: mon.evaluate().threads != (), "a claimed cycle thread")
+    report = mon.evaluate()
+    assert report.status is HealthStatus.DEGRADED, report
+    # every Python process holds more than 1 MiB resident: the RT and the agent (this) one
+    assert any(
+        re.fullmatch(rf"RT process pid {pid} uses \d+ MiB \(limit 1 MiB\)", r)
+        for r in report.reasons
+    ), report.reasons
+    me = os.getpid()
+    assert any(
+        re.fullmatch(rf"agent process pid {me} uses \d+ MiB \(limit 1 MiB\)", r)
+        for r in report.reasons
+    ), report.reasons
+    assert not any("% CPU" in r and f"pid {pid}" in r for r in report.reasons)
+    _command(child, "spin")  # CPU % is measured over >= 1 s
+    cpu = re.compile(rf"RT process pid {pid} uses (\d+) % CPU \(limit 20 %\)")
+
+    def over_cpu() -> bool:
+        return any(cpu.fullmatch(r) for r in mon.evaluate().reasons)
+
+    _wait_for(over_cpu, "the RT process over the CPU limit")
+    assert mon.evaluate().status is HealthStatus.DEGRADED
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_an_old_heartbeat_responds_slowly_then_stalls(segment: Any, rt_child: Any) -> None:
+    _, pid = rt_child
+    fake_now_ns: list[int] = []
+    mon = HealthMonitor(
+        segment,
+        thresholds=FAST,
+        monotonic_ns=lambda: fake_now_ns[0] if fake_now_ns else time.monotonic_ns(),
+    )
+    _wait_for(lambda: mon.evaluate().status is HealthStatus.HEALTHY, "HEALTHY")
+    os.kill(pid, signal.SIGSTOP)  # the heartbeat stops where it is (the fixture resumes it)
+    _wait_for(lambda: _stopped(pid), "the RT process to stop")
+    stats = segment.stats("main")
+    period_ms = stats.period_ns / 1e6
+    # older than period + response_timeout_ms (150), younger than period + stall_ms (500)
+    fake_now_ns.append(stats.heartbeat_ns + stats.period_ns + 300_000_000)
+    report = mon.evaluate()
+    assert report.status is HealthStatus.DEGRADED, report.reasons
+    slow = (
+        f"cycle thread 'main' responds slowly: heartbeat {period_ms + 300:.0f} ms old "
+        f"(limit {period_ms + FAST.response_timeout_ms:.0f} ms)"
+    )
+    assert slow in report.reasons, report.reasons
+    assert mon.health_body(report)["response_time_ms"] == pytest.approx(period_ms + 300)
+    assert mon.live_body(report)[0] is True  # slow, still advancing
+    fake_now_ns[0] += 300_000_000  # now beyond the stall limit
+    report = mon.evaluate()
+    assert report.status is HealthStatus.UNHEALTHY
+    assert any("stalled" in r for r in report.reasons), report.reasons
+
+
+def _feed(tracker: MissRateTracker, t: float, cycles: int, misses: int, start: int = 1) -> None:
+    stats = SimpleNamespace(start_ns=start, cycle_count=cycles, deadline_miss_count=misses)
+    tracker.add("main", cast(CycleStats, stats), t)
+
+
+def test_miss_rate_hysteresis_enters_above_the_limit_and_clears_at_80_percent() -> None:
+    th = HealthThresholds(max_deadline_miss_rate=0.01, window_s=100.0, min_window_cycles=100)
+    tracker = MissRateTracker(th)
+    assert MISS_RATE_CLEAR_RATIO == 0.8 and tracker.clear_rate == pytest.approx(0.008)
+    _feed(tracker, 0, 0, 0)
+    _feed(tracker, 1, 1000, 10)  # 0.010: at the limit, not above
+    assert tracker.exceeded("main") is None
+    _feed(tracker, 2, 2000, 22)  # 0.011: above
+    assert tracker.exceeded("main") == pytest.approx(0.011)
+    assert tracker.reason("main", 0.011).endswith("(limit 0.01)")
+    _feed(tracker, 3, 3000, 27)  # 0.009: under the limit, above the clear level: still over
+    assert tracker.exceeded("main") == pytest.approx(0.009)
+    assert tracker.reason("main", 0.009).endswith("(limit 0.01), clears at 0.008")
+    _feed(tracker, 4, 4000, 32)  # 0.008: at the clear level: fine again
+    assert tracker.exceeded("main") is None
+    message = tracker.cleared("main", 0.008)
+    assert message == (
+        "cycle thread 'main' deadline-miss rate 0.008000 over the last 100 s (limit 0.01), "
+        "cleared at or below 0.008"
+    )
+    _feed(tracker, 5, 5000, 45)  # 0.009 from below: the band does not enter
+    assert tracker.exceeded("main") is None
+    _feed(tracker, 6, 6000, 67)  # 0.01117: above again
+    assert tracker.exceeded("main") == pytest.approx(67 / 6000)
+    _feed(tracker, 7, 6050, 67, start=2)  # a new cycle thread in the slot: a new window
+    assert tracker.exceeded("main") is None and tracker.rate("main") is None
+
+
+def test_miss_rate_messages_keep_the_supervisors_prefixes() -> None:
+    th = HealthThresholds(max_deadline_miss_rate=0.05, window_s=1.5)
+    tracker = MissRateTracker(th)
+    for rate in (0.06, 0.045):  # above the limit, and in the band
+        assert re.match(
+            r"cycle thread 'main' misses deadlines: rate ([\d.]+) over the last 1.5 s "
+            r"\(limit 0.05\)",
+            tracker.reason("main", rate),
+        )
+    assert re.match(
+        r"cycle thread 'main' deadline-miss rate ([\d.]+) over the last 1.5 s \(limit 0.05\)",
+        tracker.cleared("main", 0.0),
+    )
+    upstream = MissRateTracker(HealthThresholds(max_deadline_miss_rate=0.0001))
+    assert upstream.reason("main", 0.00009).endswith("(limit 0.0001), clears at 0.00008")
 
 
 def test_manual_intervention_and_a_failing_provider(segment: Any, rt_child: Any) -> None:
@@ -385,8 +560,70 @@ def test_bad_requests_get_json_errors(
 ) -> None:
     got, body = _raw(server.port, request_bytes)
     assert got == code and check.items() <= body.items(), body
-    name = {404: "NotFound", 405: "MethodNotAllowed", 400: "Error"}[code]
-    _validate(contract, name, body)
+    if code == 404:  # a path the contract does not list: its NotFound response
+        schema = _response_schema(contract, contract["components"]["responses"]["NotFound"])
+        _validate_schema(contract, schema, body)
+    else:  # any listed path may answer it: each must declare it
+        for path in contract["paths"]:
+            _validate_response(contract, path, code, body)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def test_a_request_cut_off_by_a_half_close_is_answered_400(
+    contract: dict[str, Any], server: HealthServer
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\n")
+        s.shutdown(socket.SHUT_WR)
+        code, body = _parse(_read_all(s))
+    assert code == 400 and body["error"] == "Bad Request", body
+    assert body["message"].startswith("incomplete request header: 22 bytes before the client")
+    assert "ending with an empty line (CRLF CRLF)" in body["message"]
+    _validate_response(contract, "/health", 400, body)
+
+
+def test_a_header_that_never_ends_is_answered_408_and_silence_is_closed(
+    contract: dict[str, Any], server: HealthServer
+) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as partial,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle,
+    ):
+        partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        code, body = _parse(_read_all(partial))  # after idle_timeout_s (1 s)
+        assert idle.recv(1) == b""  # sent nothing: closed without a word
+    assert code == 408 and body["error"] == "Request Timeout", body
+    assert body["message"].startswith("incomplete request header: 31 bytes in 1 s, expected")
+    _validate_response(contract, "/health", 408, body)
+
+
+def test_a_failing_handler_answers_503_as_declared(
+    contract: dict[str, Any], server: HealthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom() -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(server, "report", boom)
+    monkeypatch.setattr(server, "_metrics_text", boom)
+    for path in contract["paths"]:
+        code, body, _ = _get(server.url + path)
+        assert code == 503 and body == {
+            "error": "Service Unavailable",
+            "message": "RuntimeError: boom",
+        }, (path, body)
+        _validate_response(contract, path, 503, body)
+    assert server.errors == len(contract["paths"])
 
 
 def test_flood_of_connections_and_idle_sockets(server: HealthServer, rt_child: Any) -> None:
@@ -400,10 +637,13 @@ def test_flood_of_connections_and_idle_sockets(server: HealthServer, rt_child: A
         with concurrent.futures.ThreadPoolExecutor(300) as pool:
             codes = list(pool.map(lambda _: _get(server.url + "/health")[0], range(600)))
         assert codes == [200] * 600
-        # idle and half-sent connections are closed after idle_timeout_s (1 s)
-        for s in [*idle, *half]:
+        # after idle_timeout_s (1 s): idle connections are closed, half-sent ones get a 408
+        for s in idle:
             s.settimeout(10)
             assert s.recv(1) == b""
+        for s in half:
+            s.settimeout(10)
+            assert _parse(_read_all(s))[0] == 408
     finally:
         for s in [*idle, *half]:
             s.close()
@@ -426,6 +666,23 @@ def test_binds_loopback_by_default(segment: Any) -> None:
         HealthServer(HealthMonitor(segment), port=70000)
 
 
+def test_a_dead_serving_loop_is_reported(segment: Any) -> None:
+    srv = HealthServer(HealthMonitor(segment), port=0, idle_timeout_s=1.0)
+
+    def broken(sel: object, now: float) -> None:
+        raise RuntimeError("injected failure")
+
+    srv._expire = broken  # type: ignore[method-assign]  # runs every loop iteration
+    assert srv.failure is None  # not started
+    with srv:
+        assert wait_for(lambda: srv.failure is not None, 20), "the loop did not fail"
+        assert srv.failure == (
+            f"the health server's serving loop on {srv.url} failed (RuntimeError: injected "
+            "failure); nothing serves /health and /metrics"
+        )
+    assert srv.failure is None  # closed on purpose
+
+
 def test_port_in_use_is_a_clear_error(segment: Any, server: HealthServer) -> None:
     other = HealthServer(HealthMonitor(segment), port=server.port)
     with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{server.port}.*MXRC_HTTP_PORT"):
@@ -438,7 +695,7 @@ def test_bearer_token_protects_details_and_metrics(contract: dict[str, Any], seg
         for path in ("/health/details", "/metrics"):
             code, body, _ = _get(srv.url + path)
             assert code == 401 and body["error"] == "Unauthorized"
-            _validate(contract, "Error", body)
+            _validate_response(contract, path, 401, body)
             assert _get(srv.url + path, token="wrong")[0] == 401
             assert _get(srv.url + path, token="s3cret")[0] == 200
         assert _get(srv.url + "/health")[0] == 503  # open (STARTING: no loop yet)

@@ -186,6 +186,21 @@ def test_a_failing_restore_hook_names_the_checkpoint(tmp_path: Path, instance: s
             rec.restore(restore_hook=hook)
 
 
+def test_a_deeply_nested_newest_file_is_skipped_not_a_crash(
+    tmp_path: Path, instance: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _config(tmp_path)
+    good = CheckpointStore(tmp_path / "ckpt").write({"app": {"state": 1}})
+    deep = tmp_path / "ckpt" / "ckpt-00000000-000000000002.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000, encoding="ascii")
+    with small_segment(instance) as seg:
+        rec = Recovery(seg, cfg, tmp_path / "ckpt")
+        cp = rec.load()  # a RecursionError must not escape into the RT process's start
+    assert cp is not None and cp.path == good.path
+    assert rec.store is not None and rec.store.last_checkpoint() is not None
+    assert "cannot read the checkpoints" not in capsys.readouterr().err
+
+
 def test_without_state_recovery_nothing_is_written_or_restored(
     tmp_path: Path, instance: str
 ) -> None:

@@ -282,6 +282,8 @@ class Agent:
         self._sent_ids = 0
         self.owner_gone = False
         """True once the segment's owner was seen gone (the agent then stops by itself)."""
+        self.failure: str | None = None
+        """What the ``check`` of :meth:`run` reported (the agent then stopped), else None."""
 
     # ------------------------------------------------------------ properties
 
@@ -388,14 +390,22 @@ class Agent:
         """Ask :meth:`run` to return (safe from a signal handler; does not wait)."""
         self._stop.set()
 
-    def run(self) -> None:
+    def run(self, check: Callable[[], str | None] | None = None) -> None:
         """Start if needed, then block until :meth:`stop`/:meth:`request_stop` or the
-        segment's owner goes away; stops the agent before returning."""
+        segment's owner goes away; stops the agent before returning.
+
+        ``check`` is called every 0.2 s: a part of the agent that died (e.g. the health
+        server's thread) returns why, and the agent stops with it in :attr:`failure`
+        rather than beat on without it (its supervisor then restarts it)."""
         if not self._started:
             self.start()
         try:
             while not self._stop.wait(0.2):
-                pass
+                failure = None if check is None else check()
+                if failure is not None:
+                    self.failure = failure
+                    _log.error("agent: %s; stopping", failure)
+                    break
         finally:
             self.stop()
 

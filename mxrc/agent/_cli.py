@@ -6,7 +6,9 @@ health server cannot listen (e.g. its port is taken), 2 usage or
 configuration error (e.g. a bad bearer token file: ``mxrc supervise`` then
 exits 2 as well), 3 the segment cannot be read: not mxrc's, another layout
 version, permission), prints a one-line status, then beats the
-heartbeat and drains the rings until stopped. ``mxrc run`` spawns it with
+heartbeat and drains the rings until stopped. It exits 1 when its health
+server's thread dies (rather than beat on with nothing serving ``/health``),
+so that ``mxrc supervise`` restarts it. ``mxrc run`` spawns it with
 ``--parent-pid`` so it dies with its parent.
 """
 
@@ -221,8 +223,11 @@ def _serve(
                     file=out,
                     flush=True,
                 )
-        agent.run()
+        agent.run(check=None if server is None else lambda: server.failure)
         print(_summary_line(agent), file=err, flush=True)
+        if agent.failure is not None:
+            _fail(err, f"{agent.failure}: exiting so that the agent is restarted")
+            return EXIT_NOT_RUNNING
         if agent.owner_gone:
             _fail(
                 err,

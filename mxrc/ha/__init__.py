@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         Checkpoint,
         CheckpointCorruptError,
         CheckpointError,
+        CheckpointNewerError,
         CheckpointStore,
         CheckpointWriter,
         RestoreReport,
@@ -56,6 +57,7 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointInfo",
+    "CheckpointNewerError",
     "CheckpointStore",
     "CheckpointWriter",
     "HaCollector",
@@ -93,6 +95,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "Checkpoint": "mxrc.ha._checkpoint",
     "CheckpointCorruptError": "mxrc.ha._checkpoint",
+    "CheckpointNewerError": "mxrc.ha._checkpoint",
     "CheckpointError": "mxrc.ha._checkpoint",
     "CheckpointStore": "mxrc.ha._checkpoint",
     "CheckpointWriter": "mxrc.ha._checkpoint",

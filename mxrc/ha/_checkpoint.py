@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -53,6 +54,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointCorruptError",
     "CheckpointError",
+    "CheckpointNewerError",
     "CheckpointStore",
     "CheckpointWriter",
     "RestoreReport",
@@ -98,6 +100,19 @@ class CheckpointCorruptError(CheckpointError, ValueError):
         super().__init__(f"checkpoint {self.path}: {reason}")
 
 
+class CheckpointNewerError(CheckpointCorruptError):
+    """A checkpoint written by a newer mxrc (a higher ``schema_version``): not read, but
+    never removed by retention, so a downgrade followed by an upgrade loses nothing."""
+
+    def __init__(self, path: Path | str, schema_version: int) -> None:
+        self.schema_version = schema_version
+        super().__init__(
+            path,
+            f"written by a newer mxrc (schema_version {schema_version}; this mxrc reads "
+            f"{CHECKPOINT_SCHEMA_VERSION}): not used, kept",
+        )
+
+
 # ---------------------------------------------------------------- bit-exact values
 
 
@@ -108,8 +123,11 @@ def _f64_hex(value: float) -> str:
 def encode_value(value: object, *, _where: str = "value") -> Any:
     """A JSON-safe, bit-exact form of ``value`` (:func:`decode_value` inverts it).
 
-    None, bool, int and str stay as they are; a float becomes
-    ``{"$f64": "<16 hex digits of its IEEE-754 bits>"}``; bytes become
+    None, bool, int and str stay as they are; a float (and a numpy float64)
+    becomes ``{"$f64": "<16 hex digits of its IEEE-754 bits>"}``; another numpy
+    float or complex scalar (float16, float32, longdouble, complex64, ...)
+    ``{"$scalar": {dtype, data}}``, which decodes as the same numpy scalar type
+    (bit-exact); bytes become
     ``{"$bytes": base64}``; a numpy array ``{"$ndarray": {dtype, shape,
     data}}`` (raw little-endian bytes, base64); lists and tuples lists;
     dicts with str keys dicts (``{"$dict": ...}`` when a key starts with
@@ -121,8 +139,11 @@ def encode_value(value: object, *, _where: str = "value") -> Any:
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
-    if isinstance(value, (float, np.floating)):
-        return {"$f64": _f64_hex(float(value))}
+    if isinstance(value, float):  # np.float64 is one
+        return {"$f64": _f64_hex(value)}
+    if isinstance(value, (np.floating, np.complexfloating)):
+        # float(value) would round a longdouble and lose the dtype of a float32
+        return {"$scalar": _array_fields(np.asarray(value), shape=False)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, np.ndarray):
@@ -131,14 +152,7 @@ def encode_value(value: object, *, _where: str = "value") -> Any:
                 f"{_where}: a numpy array of dtype {value.dtype} cannot be stored in a checkpoint "
                 f"(expected a numeric or bool dtype)"
             )
-        le = value.astype(value.dtype.newbyteorder("<"), copy=False)
-        return {
-            "$ndarray": {
-                "dtype": le.dtype.str,
-                "shape": list(value.shape),
-                "data": base64.b64encode(np.ascontiguousarray(le).tobytes()).decode("ascii"),
-            }
-        }
+        return {"$ndarray": _array_fields(value, shape=True)}
     if isinstance(value, (list, tuple)):
         return [encode_value(v, _where=f"{_where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
@@ -157,6 +171,16 @@ def encode_value(value: object, *, _where: str = "value") -> Any:
         f"{_where}: a {type(value).__name__} cannot be stored in a checkpoint (expected None, "
         f"bool, int, float, str, bytes, a numpy array, or lists/dicts of these)"
     )
+
+
+def _array_fields(value: np.ndarray[Any, Any], *, shape: bool) -> dict[str, Any]:
+    """dtype (little-endian), shape when asked, raw bytes in base64."""
+    le = value.astype(value.dtype.newbyteorder("<"), copy=False)
+    fields: dict[str, Any] = {"dtype": le.dtype.str}
+    if shape:
+        fields["shape"] = list(value.shape)
+    fields["data"] = base64.b64encode(np.ascontiguousarray(le).tobytes()).decode("ascii")
+    return fields
 
 
 def decode_value(data: Any, *, _where: str = "value") -> Any:
@@ -179,6 +203,10 @@ def decode_value(data: Any, *, _where: str = "value") -> Any:
             return _b64(inner, _where)
         if tag == "$ndarray":
             return _decode_ndarray(inner, _where)
+        if tag == "$scalar":
+            if not isinstance(inner, dict) or set(inner) != {"dtype", "data"}:
+                raise ValueError(f"{_where}: $scalar needs exactly dtype and data")
+            return _decode_ndarray({**inner, "shape": []}, _where)[()]
         if tag == "$dict":
             if not isinstance(inner, dict):
                 raise ValueError(f"{_where}: $dict needs an object")
@@ -447,8 +475,8 @@ def _capture_events(bus: EventBus) -> list[dict[str, Any]]:
 class CheckpointStore:
     """A directory of checkpoints: atomic writes, validation, retention.
 
-    ``keep``: the newest N checkpoints kept after each write (config
-    ``rt.checkpoint_keep``). ``epoch``: the default epoch of new checkpoints
+    ``keep``: the newest N valid checkpoints kept after each write (config
+    ``rt.checkpoint_keep``; :meth:`prune`). ``epoch``: the default epoch of new checkpoints
     (a write takes the segment's epoch when its content has one). The
     directory is created (mode 0750) when missing. Several processes may
     write into one directory: a lock file serialises sequence allocation.
@@ -471,7 +499,10 @@ class CheckpointStore:
         """The checkpoint this store wrote last (None before the first write)."""
         self._lock = threading.Lock()
         self._info_lock = threading.Lock()
-        self._info_cache: tuple[tuple[str, int, int], CheckpointInfo | None] | None = None
+        self._info_cache: tuple[tuple[object, ...], CheckpointInfo | None] | None = None
+        # name -> (identity of the file, its status): files under a checkpoint name are
+        # immutable (atomic rename), so each is validated once per store for write/prune.
+        self._status_cache: dict[str, tuple[tuple[int, int, int], _Status]] = {}
 
     # --- listing ---
 
@@ -504,7 +535,8 @@ class CheckpointStore:
             st = path.stat()
         except OSError:
             return None
-        key = (path.name, st.st_mtime_ns, st.st_size)
+        # All names: a corrupt file that sorts newest would otherwise pin a stale answer.
+        key = (tuple(p.name for _e, _s, p in entries), st.st_mtime_ns, st.st_size)
         with self._info_lock:
             if self._info_cache is not None and self._info_cache[0] == key:
                 return self._info_cache[1]
@@ -553,19 +585,23 @@ class CheckpointStore:
         """Write ``content`` (from :func:`capture`) atomically as the next checkpoint.
 
         The epoch is ``epoch``, else the content's (the segment's), else 0; a
-        write with an epoch older than the newest checkpoint's is refused
-        (a fenced old primary). The sequence is one past the newest one.
-        Then the oldest beyond ``keep`` are removed.
+        write with an epoch older than the newest checkpoint's (valid, or
+        written by a newer mxrc; corrupt files do not count) is refused (a
+        fenced old primary). The sequence is one past the largest in any
+        checkpoint name. Then :meth:`prune` applies retention. An OSError (a
+        full disk, ...) becomes a CheckpointError naming the file; the older
+        checkpoints stay.
         """
         ep = epoch if epoch is not None else int(content.get("epoch", 0) or 0)
         with self._lock, self._dir_lock():
-            entries = self.entries()
-            if entries and ep < entries[-1][0]:
-                raise CheckpointError(
-                    f"checkpoint epoch {ep} is older than the newest checkpoint's epoch "
-                    f"{entries[-1][0]} in {self.directory}: refused (a newer primary writes here)"
-                )
-            seq = entries[-1][1] + 1 if entries else 1
+            try:
+                entries = self.entries()
+            except OSError as exc:
+                raise _io_error(
+                    f"cannot list the checkpoint directory {self.directory}", exc
+                ) from exc
+            self._check_epoch_fence(ep, entries)
+            seq = self._next_sequence(entries)
             body = {
                 "epoch": ep,
                 "sequence": seq,
@@ -595,12 +631,63 @@ class CheckpointStore:
             path = self.directory / checkpoint_name(ep, seq)
             self._publish(path, data)
             checkpoint = _parse(path, data)
+            self._remember(path, "valid")
             self.last_written = checkpoint
             self._prune_locked()
         return checkpoint
 
+    def _check_epoch_fence(self, epoch: int, entries: list[tuple[int, int, Path]]) -> None:
+        """Refuse an epoch older than the newest checkpoint a real mxrc wrote (a fenced old
+        primary); corrupt files do not count: their names were never validated."""
+        for e, _s, path in reversed(entries):
+            if self._status(path) == "corrupt":
+                continue
+            if epoch < e:
+                raise CheckpointError(
+                    f"checkpoint epoch {epoch} is older than the newest checkpoint's epoch {e} "
+                    f"({path}): refused (a newer primary writes here)"
+                )
+            return
+
+    def _next_sequence(self, entries: list[tuple[int, int, Path]]) -> int:
+        """One past the largest sequence of any name (corrupt or not), so names stay unique
+        and the new file is the newest of its epoch."""
+        if not entries:
+            return 1
+        top_seq, top_path = max((s, p) for _e, s, p in entries)
+        if top_seq >= _SEQ_MAX:
+            raise CheckpointError(
+                f"no checkpoint sequence is left after {top_path} (sequence {top_seq}, the "
+                f"largest a name holds is {_SEQ_MAX}): move that file aside (it is corrupt or "
+                f"was not written by mxrc) so that checkpoints go on"
+            )
+        return top_seq + 1
+
     def _publish(self, path: Path, data: bytes) -> None:
+        """Temp file, fsync, rename, fsync of the directory. An OSError (a full disk, ...)
+        becomes a CheckpointError naming the file; the temp file is removed and the older
+        checkpoints are untouched."""
         tmp = self.directory / f".{path.name}.{os.getpid()}.tmp"
+        try:
+            self._write_synced(tmp, data)
+            os.rename(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _io_error(f"cannot write checkpoint {path}", exc) from exc
+        if _write_hook is not None:
+            _write_hook("renamed")
+        try:
+            self._fsync_dir()
+        except OSError as exc:
+            raise _io_error(
+                f"checkpoint {path} was written, but syncing its directory failed "
+                f"(it may not survive a power loss)",
+                exc,
+            ) from exc
+
+    @staticmethod
+    def _write_synced(tmp: Path, data: bytes) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         try:
             view = memoryview(data)
@@ -612,15 +699,11 @@ class CheckpointStore:
             if _write_hook is not None:
                 _write_hook("synced")
         except BaseException:
-            os.close(fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        os.close(fd)
-        os.rename(tmp, path)
-        if _write_hook is not None:
-            _write_hook("renamed")
-        self._fsync_dir()
+        finally:
+            os.close(fd)
 
     def _fsync_dir(self) -> None:
         dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -631,7 +714,11 @@ class CheckpointStore:
 
     @contextlib.contextmanager
     def _dir_lock(self) -> Iterator[None]:
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        lock = self.directory / ".lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise _io_error(f"cannot open the checkpoint lock file {lock}", exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -639,28 +726,102 @@ class CheckpointStore:
             os.close(fd)
 
     def prune(self) -> list[Path]:
-        """Remove checkpoints beyond the newest ``keep`` and dead writers' temp files."""
+        """Apply retention and remove dead writers' temp files; returns the removed paths.
+
+        Only checkpoints valid for this mxrc count toward ``keep``: the newest
+        ``keep`` of them stay, older valid ones go. A corrupt file goes once it is
+        older than the oldest valid file kept; a newer one stays for inspection
+        until newer valid checkpoints push it out (with no valid checkpoint,
+        nothing goes). A file written by a newer mxrc (:class:`CheckpointNewerError`)
+        is never removed. A file that cannot be removed is logged and left.
+        """
         with self._lock, self._dir_lock():
             return self._prune_locked()
 
-    def _prune_locked(self) -> list[Path]:
-        removed = []
+    def _doomed(self) -> list[Path]:
+        """The checkpoint files retention removes now (see :meth:`prune`), oldest first."""
         entries = self.entries()
-        for _e, _s, path in entries[: max(0, len(entries) - self.keep)]:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path)
-        with os.scandir(self.directory) as it:
-            for e in it:
-                m = _TMP_RE.match(e.name)
-                if m and not pid_alive(int(m.group(1))):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(e.path)
-                        removed.append(Path(e.path))
-        return removed
+        status = {path: self._status(path) for _e, _s, path in entries}
+        valid = [path for _e, _s, path in entries if status[path] == "valid"]
+        if not valid:
+            return []
+        oldest_kept = valid[-self.keep :][0]
+        doomed = []
+        for _e, _s, path in entries:  # oldest first, up to the oldest valid file kept
+            if path == oldest_kept:
+                break
+            if status[path] != "newer":
+                doomed.append(path)
+        return doomed
+
+    def _prune_locked(self) -> list[Path]:
+        removed: list[Path] = []
+        try:
+            doomed = self._doomed()
+            with os.scandir(self.directory) as it:
+                doomed += [
+                    Path(e.path)
+                    for e in it
+                    if (m := _TMP_RE.match(e.name)) and not pid_alive(int(m.group(1)))
+                ]
+        except OSError as exc:
+            _log.warning("checkpoint retention skipped: cannot list %s: %s", self.directory, exc)
+            return removed
+        return [path for path in doomed if self._unlink(path)]
+
+    def _unlink(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # a checkpoint was written; failing retention must not undo it
+            _log.warning("checkpoint retention cannot remove %s: %s", path, exc.strerror)
+            return False
+        self._status_cache.pop(path.name, None)
+        return True
+
+    # --- validation status of files (for the fence, the sequence and retention) ---
+
+    def _status(self, path: Path) -> _Status:
+        """``valid`` (this schema), ``newer`` (a newer mxrc's) or ``corrupt``; cached by the
+        file's identity. A file that vanished meanwhile counts as corrupt (nothing to keep)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return "corrupt"
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._status_cache.get(path.name)
+        if cached is not None and cached[0] == ident:
+            return cached[1]
+        status: _Status
+        try:
+            _load(path)
+        except CheckpointNewerError:
+            status = "newer"
+        except (CheckpointCorruptError, FileNotFoundError):
+            status = "corrupt"
+        else:
+            status = "valid"
+        self._status_cache[path.name] = (ident, status)
+        return status
+
+    def _remember(self, path: Path, status: _Status) -> None:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            self._status_cache[path.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), status)
 
     def __repr__(self) -> str:
         return f"<CheckpointStore {self.directory} keep={self.keep}>"
+
+
+_Status = Literal["valid", "newer", "corrupt"]
+
+
+def _io_error(what: str, exc: OSError) -> CheckpointError:
+    """``what: <strerror> (<ERRNO>)``, e.g. ``...: No space left on device (ENOSPC)``."""
+    code = errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
+    text = exc.strerror or os.strerror(exc.errno or 0)
+    return CheckpointError(f"{what}: {text} ({code}); the older checkpoints are kept")
 
 
 def _load(path: Path) -> Checkpoint:
@@ -674,6 +835,20 @@ def _load(path: Path) -> Checkpoint:
 
 
 def _parse(path: Path, data: bytes) -> Checkpoint:
+    """Validate and decode one file; CheckpointCorruptError (or CheckpointNewerError)."""
+    try:
+        return _parse_unguarded(path, data)
+    except (RecursionError, MemoryError) as exc:
+        # json.loads, _canonical and decode_value recurse per nesting level: a hostile or
+        # garbled file must be named and skipped like any corrupt one, not escape.
+        raise CheckpointCorruptError(
+            path,
+            f"nested too deeply or too large to read ({type(exc).__name__}); "
+            f"not a checkpoint this mxrc writes",
+        ) from None
+
+
+def _parse_unguarded(path: Path, data: bytes) -> Checkpoint:
     def bad(reason: str) -> CheckpointCorruptError:
         return CheckpointCorruptError(path, reason)
 
@@ -689,6 +864,12 @@ def _parse(path: Path, data: bytes) -> Checkpoint:
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
         raise bad(f"not an mxrc checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     version = doc.get("schema_version")
+    if (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and version > CHECKPOINT_SCHEMA_VERSION
+    ):
+        raise CheckpointNewerError(path, version)
     if version != CHECKPOINT_SCHEMA_VERSION:
         raise bad(
             f"schema_version {version!r}; this mxrc reads schema_version "
@@ -921,18 +1102,30 @@ class CheckpointWriter:
     :func:`capture`); ``interval_s`` (config ``rt.checkpoint_interval_sec``;
     0 = not periodic). ``state_source()`` (e.g. ``lambda:
     segment.stats().state``) is polled every ``poll_s``: a transition
-    INIT→READY, RUNNING→SAFE_MODE or SAFE_MODE→RUNNING writes a checkpoint at once.
+    INIT→READY, RUNNING→SAFE_MODE or SAFE_MODE→RUNNING writes a checkpoint at once,
+    and so does INIT→RUNNING (or RUNNING first seen with no state before: reason
+    ``... (started)``), since READY usually lasts microseconds, far below ``poll_s``.
     :meth:`request` asks for one from any thread. Runs in the supervisor, the
     agent or a normal thread of the RT process, never on the cycle thread. A
     failed capture or write is logged and counted (:attr:`errors`); the writer
     goes on.
     """
 
-    TRIGGERS: frozenset[tuple[str, str]] = frozenset(
-        {("INIT", "READY"), ("RUNNING", "SAFE_MODE"), ("SAFE_MODE", "RUNNING")}
+    TRIGGERS: frozenset[tuple[str | None, str]] = frozenset(
+        {
+            ("INIT", "READY"),
+            ("INIT", "RUNNING"),
+            (None, "READY"),
+            (None, "RUNNING"),
+            ("RUNNING", "SAFE_MODE"),
+            ("SAFE_MODE", "RUNNING"),
+        }
     )
-    """Upstream's two, and leaving SAFE_MODE: else a crash soon after would restore
-    SAFE_MODE from the last checkpoint (:meth:`mxrc.ha.Recovery.checkpointing`)."""
+    """Upstream's two (INIT→READY, RUNNING→SAFE_MODE), and leaving SAFE_MODE: else a crash
+    soon after would restore SAFE_MODE from the last checkpoint
+    (:meth:`mxrc.ha.Recovery.checkpointing`). The start is also seen as INIT→RUNNING
+    or from no state (None: the stats block not claimed yet) to READY/RUNNING, because
+    the loop passes READY within microseconds and the state is polled."""
 
     def __init__(
         self,
@@ -1023,9 +1216,9 @@ class CheckpointWriter:
             with self._lock:
                 reasons, self._requests = self._requests, []
             state = self._read_state()
-            if state is not None and (self._last_state, state) in self.TRIGGERS:
-                reasons.append(f"{self._last_state}->{state}")
             if state is not None:
+                if (self._last_state, state) in self.TRIGGERS:
+                    reasons.append(_transition_reason(self._last_state, state))
                 self._last_state = state
             if next_periodic is not None and time.monotonic() >= next_periodic:
                 reasons.append("periodic")
@@ -1050,6 +1243,15 @@ class CheckpointWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _transition_reason(old: str | None, new: str) -> str:
+    """``INIT->READY``, ``RUNNING->SAFE_MODE``; a start that skipped READY (or was first
+    seen in it) says so: ``INIT->RUNNING (started)``, ``no state->READY (started)``."""
+    reason = f"{old or 'no state'}->{new}"
+    if old is None or (old == "INIT" and new == "RUNNING"):
+        reason += " (started)"
+    return reason
 
 
 def writer_for_segment(

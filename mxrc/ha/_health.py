@@ -18,9 +18,10 @@ Status rules (worst of every cycle thread wins):
   supervisor reports MANUAL_INTERVENTION: UNHEALTHY;
 - the heartbeat is older than period + ``health_check_timeout_ms``
   (``response_time_ms``), the windowed miss rate is above
-  ``perf_monitor.json`` ``rt.thresholds.max_deadline_miss_rate``, SAFE_MODE or
+  ``perf_monitor.json`` ``rt.thresholds.max_deadline_miss_rate`` (and until
+  it falls to :data:`MISS_RATE_CLEAR_RATIO` × that limit), SAFE_MODE or
   PAUSED, CPU above ``cpu_percent_limit`` or memory above
-  ``memory_mb_limit``: DEGRADED;
+  ``memory_mb_limit`` (fixed: no config key, upstream neither): DEGRADED;
 - INIT/READY: STARTING; SHUTDOWN: STOPPING (STOPPED once released).
 """
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from mxrc.config import MxrcConfig
 
 __all__ = [
+    "MISS_RATE_CLEAR_RATIO",
     "CheckpointInfo",
     "HaProvider",
     "HealthMonitor",
@@ -54,6 +56,13 @@ __all__ = [
     "MissRateTracker",
     "StaticHaProvider",
 ]
+
+
+MISS_RATE_CLEAR_RATIO = 0.8
+"""A cycle thread DEGRADED by its miss rate clears only at or below this share of the limit.
+
+Hysteresis: a rate hovering at the limit (0.000106, 0.000172 against 0.0001) flapped the
+HA state NORMAL -> DEGRADED -> NORMAL within seconds, a systemd STATUS line each time."""
 
 
 class HealthStatus(enum.Enum):
@@ -154,9 +163,11 @@ class HealthThresholds:
     min_window_cycles: int = 100
     """Fewer cycles than this in the window give no verdict on the miss rate (noise)."""
     cpu_percent_limit: float = 90.0
-    """CPU use (% of one CPU) of the RT or agent process above which it is DEGRADED."""
+    """CPU use (% of one CPU) of the RT or agent process above which it is DEGRADED
+    (upstream's ProcessMonitorConfig default; no config file sets it)."""
     memory_mb_limit: float = 2048.0
-    """Resident memory (MiB) of the RT or agent process above which it is DEGRADED."""
+    """Resident memory (MiB) of the RT or agent process above which it is DEGRADED
+    (upstream's ProcessMonitorConfig default; no config file sets it)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -187,7 +198,10 @@ class HealthThresholds:
 
     @classmethod
     def from_config(cls, config: MxrcConfig) -> HealthThresholds:
-        """From ``failover_policy.json`` ``rt`` and ``perf_monitor.json`` ``rt``."""
+        """From ``failover_policy.json`` ``rt`` and ``perf_monitor.json`` ``rt``.
+
+        ``cpu_percent_limit`` and ``memory_mb_limit`` keep their defaults: neither
+        mxrc's config files nor upstream's have a key for them."""
         fo = config.failover_policy.rt
         perf = config.perf_monitor.rt
         return cls(
@@ -211,6 +225,8 @@ class _Window:
 
     start_ns: int
     seen: deque[_Sample] = field(default_factory=lambda: deque(maxlen=4096))
+    over: bool = False
+    """Latched: the rate went above the limit and has not yet fallen to the clear level."""
 
     def add(self, now: _Sample, window_s: float) -> None:
         last = self.seen[-1] if self.seen else None
@@ -232,27 +248,45 @@ class _Window:
         return (last.misses - first.misses) / cycles
 
 
+def _ratio(value: float) -> str:
+    """A small ratio without an exponent or float noise (0.0001 × 0.8 -> ``0.00008``)."""
+    return f"{value:.12f}".rstrip("0").rstrip(".") or "0"
+
+
 class MissRateTracker:
     """Windowed deadline-miss rate of cycle threads, judged against
     :class:`HealthThresholds` — one rule for the health server's DEGRADED and the
     supervisor's HA state DEGRADED (never a cumulative count).
 
     Feed it every stats block read (:meth:`add`); a new ``start_ns`` (a new
-    cycle thread in the slot) starts a new window.
+    cycle thread in the slot) starts a new window. With hysteresis: a thread
+    counts as missing deadlines once its rate is above
+    ``max_deadline_miss_rate`` and until the rate falls to :attr:`clear_rate`
+    (or the window has no verdict).
     """
 
     def __init__(self, thresholds: HealthThresholds) -> None:
         self.thresholds = thresholds
         self._windows: dict[object, _Window] = {}
 
+    @property
+    def clear_rate(self) -> float:
+        """The rate at or below which a thread over the limit counts as fine again."""
+        return self.thresholds.max_deadline_miss_rate * MISS_RATE_CLEAR_RATIO
+
     def add(self, key: object, stats: CycleStats, now_s: float) -> None:
         """One sample of ``stats`` (``now_s``: a monotonic clock, seconds)."""
         window = self._windows.get(key)
         if window is None or window.start_ns != stats.start_ns:
             window = self._windows[key] = _Window(stats.start_ns)
-        window.add(
-            _Sample(now_s, stats.cycle_count, stats.deadline_miss_count), self.thresholds.window_s
-        )
+        th = self.thresholds
+        window.add(_Sample(now_s, stats.cycle_count, stats.deadline_miss_count), th.window_s)
+        rate = window.rate(th.min_window_cycles)
+        if rate is None or rate <= self.clear_rate:
+            window.over = False
+        elif rate > th.max_deadline_miss_rate:
+            window.over = True
+        # in between (the hysteresis band): the verdict stays as it was
 
     def rate(self, key: object) -> float | None:
         """Misses per cycle over the window; None before ``min_window_cycles`` cycles."""
@@ -260,16 +294,31 @@ class MissRateTracker:
         return None if window is None else window.rate(self.thresholds.min_window_cycles)
 
     def exceeded(self, key: object) -> float | None:
-        """The rate when it is above ``max_deadline_miss_rate``, else None."""
-        rate = self.rate(key)
-        return rate if rate is not None and rate > self.thresholds.max_deadline_miss_rate else None
+        """The rate while the thread counts as missing deadlines (above
+        ``max_deadline_miss_rate``, then until at or below :attr:`clear_rate`), else None."""
+        window = self._windows.get(key)
+        return self.rate(key) if window is not None and window.over else None
 
     def reason(self, name: str, rate: float) -> str:
-        """``cycle thread 'NAME' misses deadlines: rate R over the last W s (limit L)``."""
+        """``cycle thread 'NAME' misses deadlines: rate R over the last W s (limit L)``,
+        plus ``, clears at C`` while R is back under the limit but not yet at C."""
         th = self.thresholds
-        return (
+        text = (
             f"cycle thread {name!r} misses deadlines: rate {rate:.6f} over the last "
             f"{th.window_s:g} s (limit {th.max_deadline_miss_rate:g})"
+        )
+        if rate <= th.max_deadline_miss_rate:
+            text += f", clears at {_ratio(self.clear_rate)}"
+        return text
+
+    def cleared(self, name: str, rate: float | None) -> str:
+        """Why a thread no longer misses deadlines: ``cycle thread 'NAME' deadline-miss rate
+        R over the last W s (limit L), cleared at or below C`` (R: ``no verdict yet``)."""
+        th = self.thresholds
+        shown = "no verdict yet" if rate is None else f"{rate:.6f}"
+        return (
+            f"cycle thread {name!r} deadline-miss rate {shown} over the last {th.window_s:g} s "
+            f"(limit {th.max_deadline_miss_rate:g}), cleared at or below {_ratio(self.clear_rate)}"
         )
 
     def retain(self, keys: set[object]) -> None:
@@ -496,9 +545,10 @@ class HealthMonitor:
                     f"cycle thread {name!r} responds slowly: heartbeat {age_ms:.0f} ms old "
                     f"(limit {period_ms + th.response_timeout_ms:.0f} ms)"
                 )
-            if rate is not None and rate > th.max_deadline_miss_rate:
+            over = self._miss.exceeded((index, name))
+            if over is not None:
                 status = HealthStatus.DEGRADED
-                reasons.append(self._miss.reason(name, rate))
+                reasons.append(self._miss.reason(name, over))
             if stats.state in (RtState.SAFE_MODE, RtState.PAUSED):
                 status = HealthStatus.DEGRADED
                 reasons.append(f"cycle thread {name!r} is in {stats.state.name}")

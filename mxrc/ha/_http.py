@@ -3,8 +3,9 @@
 
 One selector loop on one thread serves every connection: sockets are
 non-blocking, a request is answered once its header is complete, and a
-connection that sends nothing (or too slowly) is closed after
-``idle_timeout_s``, so slow or idle clients cannot starve the others. One
+connection that sends nothing is closed after ``idle_timeout_s``, one that
+sent part of a request then is answered 408 (400 when the client half-closes
+before its header ends), so slow or idle clients cannot starve the others. One
 request per connection (``Connection: close``). The listen backlog is 1024
 (``socketserver``'s default of 5 drops clients under load). Health reports are
 computed at most every ``cache_s`` and the metrics text likewise, so a flood
@@ -64,6 +65,7 @@ _REASONS = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     503: "Service Unavailable",
 }
 
@@ -198,14 +200,16 @@ class HealthServer:
     :class:`HaCollector`, and a :class:`~mxrc.metrics.BusCollector` over
     ``bus`` when given). ``token``: a bearer token required on
     ``/health/details`` and ``/metrics`` (401 without it). ``idle_timeout_s``:
-    a connection whose request is not complete by then is closed.
+    a connection whose request is not complete by then is closed (answered 408
+    when it sent part of one).
     ``sample_interval_s``: how often the miss-rate window is fed between
     requests (default ``failover_policy.json``
     ``rt.health_check_interval_ms``). ``cache_s``: reuse of a health report
     or metrics text between requests.
 
     :meth:`start` binds (OSError when the port is taken) and starts the
-    thread; :meth:`close` stops it. Use as a context manager.
+    thread; :meth:`close` stops it. Use as a context manager. :attr:`failure`
+    says when the serving thread died (the agent then exits to be restarted).
     """
 
     def __init__(
@@ -280,6 +284,7 @@ class HealthServer:
         self.errors = 0
         """Requests whose handler raised (answered 503 with the error)."""
         self._accept_errors = 0
+        self._loop_error: str | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -303,6 +308,18 @@ class HealthServer:
     @property
     def token_required(self) -> bool:
         return self._token is not None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the serving thread ended although :meth:`close` was not called (nothing is
+        served any more); None while it serves, before :meth:`start` and after :meth:`close`."""
+        thread = self._thread
+        if thread is None or thread.is_alive() or self._stop.is_set():
+            return None
+        return (
+            f"the health server's serving loop on {self.url} failed "
+            f"({self._loop_error or 'its thread ended'}); nothing serves /health and /metrics"
+        )
 
     def start(self) -> HealthServer:
         """Bind, listen and start serving on a thread; returns self."""
@@ -421,7 +438,8 @@ class HealthServer:
                         elif mask & selectors.EVENT_WRITE:
                             self._write(sel, conn)
                 self._expire(sel, time.monotonic())
-        except Exception:
+        except Exception as exc:
+            self._loop_error = f"{type(exc).__name__}: {exc}"
             _log.exception("health server: the serving loop failed; it stops")
         finally:
             for c in list(self._conns.values()):
@@ -469,7 +487,10 @@ class HealthServer:
 
     def _expire(self, sel: selectors.BaseSelector, now: float) -> None:
         for conn in [c for c in self._conns.values() if c.deadline <= now]:
-            self._drop(sel, conn)
+            if conn.out is None and conn.inbuf:  # part of a request: say what is missing
+                self._respond(sel, conn, _incomplete(408, conn, f"in {self._idle_timeout_s:g} s"))
+            else:  # sent nothing, or a response the client does not read: close silently
+                self._drop(sel, conn)
 
     def _read(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
@@ -480,7 +501,10 @@ class HealthServer:
             self._drop(sel, conn)
             return
         if not data:
-            self._drop(sel, conn)
+            if conn.inbuf:  # half-closed in the middle of its header: answer, then close
+                self._respond(sel, conn, _incomplete(400, conn, "before the client closed"))
+            else:
+                self._drop(sel, conn)
             return
         conn.inbuf += data
         end = conn.inbuf.find(b"\r\n\r\n")
@@ -595,6 +619,16 @@ class HealthServer:
 
 def _bad_request(message: str) -> _Response:
     return _json(400, {"error": "Bad Request", "message": message})
+
+
+def _incomplete(code: int, conn: _Conn, when: str) -> _Response:
+    """400 or 408 for a request whose header did not end ``when``."""
+    got = len(conn.inbuf)
+    message = (
+        f"incomplete request header: {got} byte{'s' if got != 1 else ''} {when}, expected "
+        "a request line and headers ending with an empty line (CRLF CRLF)"
+    )
+    return _json(code, {"error": _REASONS[code], "message": message})
 
 
 def health_server_from_config(

@@ -206,9 +206,9 @@ class Recovery:
         A checkpoint taken in SAFE_MODE (:attr:`safe_mode_at_checkpoint`) puts the
         executive back into SAFE_MODE first: a crash must not be a way out of a
         safe state. Then a checkpoint at once (``started``), periodically
-        (``rt.checkpoint_interval_sec``), on INIT→READY, RUNNING→SAFE_MODE and
-        SAFE_MODE→RUNNING, and a last one when the block ends (``stopped``),
-        while the executive still runs. Yields the writer (None without a
+        (``rt.checkpoint_interval_sec``), on the :attr:`CheckpointWriter.TRIGGERS`
+        (RUNNING→SAFE_MODE, SAFE_MODE→RUNNING, ...) and a last one when the block
+        ends (``stopped``), while the executive still runs. Yields the writer (None without a
         store). The writer is a normal Python thread: for a Python-tier body
         its capture takes GIL time from the cycle thread (``docs/checkpoints.md``).
         """

@@ -450,13 +450,7 @@ class Supervisor:
             pid = None if self._agent is None else self._agent.pid
             return f"the agent (pid {pid}) beats"
         name = key.partition(":")[2]
-        th = self.miss_rate.thresholds
-        rate = self._rt_rates.get(name)
-        shown = "no verdict yet" if rate is None else f"{rate:.6f}"
-        return (
-            f"cycle thread {name!r} deadline-miss rate {shown} over the last {th.window_s:g} s "
-            f"(limit {th.max_deadline_miss_rate:g})"
-        )
+        return self.miss_rate.cleared(name, self._rt_rates.get(name))
 
     def _settle(self) -> None:
         """Move between NORMAL, DEGRADED and SAFE_MODE as the RT process and agent say."""

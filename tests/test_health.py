@@ -402,8 +402,13 @@ def test_cpu_and_memory_limits_degrade_naming_the_process(segment: Any, rt_child
 
 
 def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+    """Every thread of ``pid`` is stopped (the main thread stops first; the cycle thread
+    may still finish a cycle and write a newer heartbeat)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] != "T":
+                return False
+    return True
 
 
 def test_an_old_heartbeat_responds_slowly_then_stalls(segment: Any, rt_child: Any) -> None:

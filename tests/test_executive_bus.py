@@ -749,3 +749,32 @@ def test_the_doc_example_compiles(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_state_seen_in_the_stats_block_has_its_events_in_the_ring(segment: Segment) -> None:
+    """The cycle thread emits rt.state_changed and rt.safe_mode_* before it publishes the
+    state in the stats block: an observer that sees SAFE_MODE (or RUNNING again) there and
+    drains the ring at once finds the event announcing it. (Probabilistic against the old
+    order, where the window was the few instructions between the two; 40 round trips.)"""
+    ex = Executive(BuiltinBody("noop"), period_us=1000, segment=segment, agent_timeout_ms=2000)
+    rings = ex.rings
+    assert rings is not None
+    ring = rings.ring("event")
+    seen: list[str] = []
+
+    def observe(state: RtState, event: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while segment.stats("main").state is not state:
+            assert time.monotonic() < deadline, f"no {state.name} in the stats block"
+        seen.extend(Event.from_record(r).type for r in ring.drain())  # at once
+        assert event in seen, (state, seen)
+        seen.clear()
+
+    with _Beater(segment), ex:
+        assert ex.wait(cycles=20, timeout=WAIT_S)
+        ring.drain()
+        for _ in range(40):
+            ex.enter_safe_mode()
+            observe(RtState.SAFE_MODE, "rt.safe_mode_entered")
+            ex.exit_safe_mode()
+            observe(RtState.RUNNING, "rt.safe_mode_exited")

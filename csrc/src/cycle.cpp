@@ -454,26 +454,28 @@ bool Executive::join(std::int64_t timeout_ns) {
   return true;
 }
 
-void Executive::set_state(RtState s, StateTrigger trigger) noexcept {
+void Executive::set_state(RtState s, StateTrigger trigger, mxrc_event* follow) noexcept {
   const auto prev = static_cast<RtState>(
       state_.exchange(static_cast<std::int32_t>(s), std::memory_order_acq_rel));
-  writer_.set_state(s);
   if (s == RtState::Error || s == RtState::Shutdown) {
     safe_reasons_.store(0, std::memory_order_release);
   }
-  if (prev == s || !has_rings_) return;
-  mxrc_event ev{};
-  set_type(ev, "rt.state_changed");
-  JsonOut j(ev.payload, sizeof ev.payload);
-  j.raw("{\"from\":");
-  j.str(rt_state_name(prev));
-  j.raw(",\"to\":");
-  j.str(rt_state_name(s));
-  j.raw(",\"trigger\":");
-  j.str(state_trigger_name(trigger));
-  j.raw("}");
-  ev.payload_len = static_cast<std::uint16_t>(j.size());
-  emit(ev);
+  if (prev != s && has_rings_) {
+    mxrc_event ev{};
+    set_type(ev, "rt.state_changed");
+    JsonOut j(ev.payload, sizeof ev.payload);
+    j.raw("{\"from\":");
+    j.str(rt_state_name(prev));
+    j.raw(",\"to\":");
+    j.str(rt_state_name(s));
+    j.raw(",\"trigger\":");
+    j.str(state_trigger_name(trigger));
+    j.raw("}");
+    ev.payload_len = static_cast<std::uint16_t>(j.size());
+    emit(ev);
+  }
+  if (follow != nullptr && has_rings_) emit(*follow);
+  writer_.set_state(s);  // last: see the declaration
 }
 
 std::uint64_t Executive::next_event_id() noexcept {
@@ -524,8 +526,6 @@ void Executive::add_safe_reason(std::uint32_t reason, StateTrigger trigger,
   if (s == RtState::SafeMode) return;  // already: only the reason is added
   safe_return_ = s == RtState::Paused ? RtState::Paused : RtState::Running;
   safe_since_ns_ = now_ns;
-  set_state(RtState::SafeMode, trigger);
-  if (!has_rings_) return;
   mxrc_event ev{};
   set_type(ev, "rt.safe_mode_entered");
   JsonOut j(ev.payload, sizeof ev.payload);
@@ -537,7 +537,7 @@ void Executive::add_safe_reason(std::uint32_t reason, StateTrigger trigger,
   }
   j.raw("}");
   ev.payload_len = static_cast<std::uint16_t>(j.size());
-  emit(ev);
+  set_state(RtState::SafeMode, trigger, &ev);
 }
 
 void Executive::drop_safe_reasons(std::uint32_t reasons, StateTrigger trigger,
@@ -545,8 +545,6 @@ void Executive::drop_safe_reasons(std::uint32_t reasons, StateTrigger trigger,
   const std::uint32_t left = safe_reasons_.load(std::memory_order_relaxed) & ~reasons;
   safe_reasons_.store(left, std::memory_order_release);
   if (left != 0 || state() != RtState::SafeMode) return;
-  set_state(safe_return_, trigger);
-  if (!has_rings_) return;
   mxrc_event ev{};
   set_type(ev, "rt.safe_mode_exited");
   JsonOut j(ev.payload, sizeof ev.payload);
@@ -554,7 +552,7 @@ void Executive::drop_safe_reasons(std::uint32_t reasons, StateTrigger trigger,
   j.ms(now_ns - safe_since_ns_);
   j.raw("}");
   ev.payload_len = static_cast<std::uint16_t>(j.size());
-  emit(ev);
+  set_state(safe_return_, trigger, &ev);
 }
 
 void Executive::check_agent(std::int64_t now_ns) noexcept {

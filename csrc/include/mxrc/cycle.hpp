@@ -273,7 +273,9 @@ class Executive {
  private:
   void thread_main() noexcept;
   void loop() noexcept;
-  void set_state(RtState s, StateTrigger trigger) noexcept;
+  // Emits rt.state_changed (then `follow`, when given) before the stats block shows
+  // the new state: whoever sees the state there finds its events in the ring.
+  void set_state(RtState s, StateTrigger trigger, mxrc_event* follow = nullptr) noexcept;
   [[nodiscard]] int sleep_until(std::int64_t release_ns) noexcept;
   std::int64_t now() const noexcept;  // clock_ns() for the loop
   void apply_requests(std::int64_t now_ns) noexcept;

@@ -206,6 +206,20 @@ def _config_watch(executive: Any, cfg: Any, opts: RunOptions, err: TextIO) -> It
         logger.propagate = saved[1]
 
 
+def stop_child(proc: subprocess.Popen[Any], timeout_s: float) -> bool:
+    """SIGCONT and SIGTERM, SIGKILL after ``timeout_s``; reaped. True when it had to be
+    killed. (The agent and the RT process are stopped alike.)"""
+    proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return True
+    return False
+
+
 class _AgentProcess:
     """``mxrc agent`` spawned for the run: dies with this process, stopped before the
     segment is removed.
@@ -334,19 +348,12 @@ class _AgentProcess:
                 f"SAFE_MODE once the agent's heartbeat is stale){_tail(self.log)}",
                 file=err,
             )
-        else:
-            self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(AGENT_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                print(
-                    f"{self.prog}: warning: the agent process (pid {self.pid}) did not stop "
-                    f"within {AGENT_STOP_TIMEOUT_S:g} s of SIGTERM and was killed",
-                    file=err,
-                )
+        elif stop_child(self.proc, AGENT_STOP_TIMEOUT_S):
+            print(
+                f"{self.prog}: warning: the agent process (pid {self.pid}) did not stop "
+                f"within {AGENT_STOP_TIMEOUT_S:g} s of SIGTERM and was killed",
+                file=err,
+            )
         self.log.close()
 
     def kill(self) -> None:

@@ -126,7 +126,7 @@ def test_ready_watchdog_and_clean_child_environment(
 ) -> None:
     sup = supervised()
     rt = sup.rt_pid()
-    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    agent = sup.agent_pid()
     ready = listener.wait_for(lambda m: m.startswith("READY=1"))
     assert f"RT pid {rt} beats" in ready
     # WATCHDOG=1 at half of WATCHDOG_USEC (0.4 s) while within policy
@@ -242,7 +242,7 @@ def test_orderly_shutdown_order(
 ) -> None:
     sup = supervised()
     rt = sup.rt_pid()
-    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    agent = sup.agent_pid()
     sup.wait_line(r"ready: RT process")
     assert sup.stop() == 0
     text = "\n".join(sup.lines)
@@ -389,7 +389,7 @@ def test_children_die_with_a_killed_supervisor(
 ) -> None:
     sup = supervised()
     rt = sup.rt_pid()
-    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    agent = sup.agent_pid()
     sup.wait_line(r"ready: RT process")
     sup.proc.kill()  # no orderly shutdown: the parent-death signal takes the children down
     sup.proc.wait()
@@ -403,12 +403,12 @@ def test_a_dead_agent_is_restarted(supervised: Callable[..., Supervised], instan
     from mxrc.bus import Segment
 
     sup = supervised()
-    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    agent = sup.agent_pid()
     sup.wait_line(r"ready: RT process")
     os.kill(agent, signal.SIGKILL)
     start = len(sup.lines)
     sup.wait_line(r"restarting the agent in 0.05 s \(restart 1/3 in this window\)", start=start)
-    new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+    new = sup.agent_pid(start=start)
     assert new != agent
     seg = Segment.attach(instance)
     try:
@@ -441,7 +441,7 @@ def test_a_stopped_agent_puts_the_node_in_safe_mode_is_killed_and_restarted(
 ) -> None:
     sup = supervised()
     rt = sup.rt_pid()
-    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    agent = sup.agent_pid()
     sup.wait_line(r"ready: RT process")
     os.kill(agent, signal.SIGSTOP)  # hung, not dead: its heartbeat goes stale
     try:
@@ -452,7 +452,7 @@ def test_a_stopped_agent_puts_the_node_in_safe_mode_is_killed_and_restarted(
         assert "(failure_threshold x health_check_interval_ms = 0.3 s); killing it" in m.string
         assert wait_for(lambda: not pid_alive(agent), 30, 0.02)  # SIGKILLed although stopped
         sup.wait_line(r"restarting the agent in 0.05 s \(restart 1/3 in this window\)")
-        new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+        new = sup.agent_pid(start=start)
         assert new != agent
         assert agent_beats(instance, new)
         sup.wait_line(r"HA state SAFE_MODE -> NORMAL: the RT process left SAFE_MODE", start=start)
@@ -573,7 +573,7 @@ def test_a_down_agent_makes_the_node_degraded_until_a_new_one_beats(
     (tmp_path / "slowapp.py").write_text(SLOWAPP)
     # a long restart delay keeps the agent down (and the node DEGRADED) for 1.5 s
     sup = supervised("--", "slowapp:run", pythonpath=str(tmp_path), restart_delay_ms=1500)
-    agent = int(sup.wait_line(r"agent started \(pid (\d+)").group(1))
+    agent = sup.agent_pid()
     sup.wait_line(r"ready: RT process")
     start = len(sup.lines)
     os.kill(agent, signal.SIGKILL)
@@ -584,7 +584,7 @@ def test_a_down_agent_makes_the_node_degraded_until_a_new_one_beats(
     )
     state = SupervisorStateFile(instance)
     assert state.ha_state() == "DEGRADED"
-    new = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+    new = sup.agent_pid(start=start)
     sup.wait_line(rf"HA state DEGRADED -> NORMAL: recovered: the agent \(pid {new}\) beats")
     assert state.ha_state() == "NORMAL"
     # a hung agent too: SIGSTOP -> killed -> DEGRADED -> restarted -> NORMAL, no SAFE_MODE
@@ -595,7 +595,7 @@ def test_a_down_agent_makes_the_node_degraded_until_a_new_one_beats(
         m = sup.wait_line(r"HA state NORMAL -> DEGRADED: (.*)", start=start)
         assert m.group(1).startswith(f"the agent (pid {new}) is hung: its heartbeat did not move")
         assert wait_for(lambda: not pid_alive(new), 30, 0.02)
-        third = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+        third = sup.agent_pid(start=start)
         sup.wait_line(rf"HA state DEGRADED -> NORMAL: recovered: the agent \(pid {third}\) beats")
     finally:
         if pid_alive(new):
@@ -710,7 +710,7 @@ def test_an_rt_failure_after_the_agent_gave_up_restarts_rt_and_keeps_manual_inte
     rt = sup.rt_pid()
     start = 0
     for n in range(1, 5):  # the first start + 3 restarts use up the agent's policy
-        agent = int(sup.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+        agent = sup.agent_pid(start=start)
         start = len(sup.lines)
         os.kill(agent, signal.SIGKILL)
         if n < 4:

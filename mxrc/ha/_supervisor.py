@@ -801,6 +801,8 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         """RT first, then the agent, then the segment."""
+        from mxrc._run import stop_child
+
         self.notifier.stopping("SHUTDOWN: stopping the RT process, the agent, the segment")
         if self.ha.state is not HaState.SHUTDOWN:
             self.ha.transition(HaState.SHUTDOWN, "stop requested")
@@ -808,13 +810,7 @@ class Supervisor:
         if self._rt is not None:
             pid = self._rt.pid
             if self._rt.poll() is None:
-                self._rt.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-                self._rt.terminate()
-                try:
-                    self._rt.wait(RT_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    self._rt.kill()
-                    self._rt.wait()
+                stop_child(self._rt, RT_STOP_TIMEOUT_S)
             self._say(f"RT process stopped (pid {pid}, code {self._rt.returncode})")
             self._rt = None
         if self._agent is not None:

@@ -126,6 +126,10 @@ class SupervisedProcess:
         """The pid of the first RT process started from line ``start`` on (waits for it)."""
         return int(self.wait_line(r"RT process started \(pid (\d+)", start=start).group(1))
 
+    def agent_pid(self, start: int = 0) -> int:
+        """The pid of the first agent up (beating) from line ``start`` on (waits for it)."""
+        return int(self.wait_line(r"agent started \(pid (\d+)", start=start).group(1))
+
     @property
     def returncode(self) -> int | None:
         """Its exit code once it has exited (negative: killed by that signal), else None."""
